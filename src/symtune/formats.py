@@ -1,0 +1,87 @@
+"""Input-label formats and prompt rendering.
+
+A prompt is: [instruction "\\n\\n"] exemplar "\\n\\n" exemplar ... "\\n\\n" query. An exemplar is the
+format's input part, its joiner, and its output prefix followed by " " and the label; the query stops
+right after the output prefix, so the completion is " " + label (leading space included, which is how
+the label is tokenised after the prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    input_prefix: str  # text before the input, e.g. "Input: "
+    output_prefix: str  # text before the label, e.g. "Output:"
+    joiner: str = "\n"  # between input and output prefix
+
+    def exemplar(self, x: str, y: str) -> str:
+        return f"{self.input_prefix}{x}{self.joiner}{self.output_prefix} {y}"
+
+    def query(self, x: str) -> str:
+        return f"{self.input_prefix}{x}{self.joiner}{self.output_prefix}"
+
+
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("input_output", "Input: ", "Output:"),
+        Format("input_target", "Input: ", "Target:"),
+        Format("input_symbol", "Input: ", "Symbol:"),
+        Format("input_label", "Input: ", "Label:"),
+        Format("question_answer", "Question: ", "Answer:"),
+        Format("student_teacher", "Student: ", "Teacher:"),
+        Format("x_y", "X = ", "Y ="),
+        Format("q_a", "Q: ", "A:"),
+        Format("arrow", "", "->", joiner=" "),
+        Format("sentences_mapped", "Sentences: ", "Mapped To:"),
+    )
+}
+DEFAULT_EVAL_FORMAT = "input_output"
+EXEMPLAR_SEPARATOR = "\n\n"
+
+
+class FormatError(ValueError):
+    """Unknown format name."""
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown format {name!r}; choose from {', '.join(FORMATS)}") from None
+
+
+def field_title(field: str) -> str:
+    """"sentence1" -> "Sentence 1", "paper_title" -> "Paper title"."""
+    text = field.replace("_", " ")
+    if text[-1:].isdigit() and not text[-2:-1].isspace():
+        text = text.rstrip("0123456789") + " " + text[len(text.rstrip("0123456789")) :]
+    return text[:1].upper() + text[1:]
+
+
+def render_input(row: Mapping[str, str], fields: Sequence[str], template: str | None = None) -> str:
+    """One input as text: the task's template if it has one; a single field as is; several fields
+    one per line, each named ("Premise: ...\\nHypothesis: ...")."""
+    if template is not None:
+        return template.format(**{f: row[f] for f in fields})
+    if len(fields) == 1:
+        return row[fields[0]]
+    return "\n".join(f"{field_title(f)}: {row[f]}" for f in fields)
+
+
+def render_prompt(
+    fmt: Format,
+    exemplars: Sequence[tuple[str, str]],
+    query: str,
+    instruction: str | None = None,
+) -> str:
+    """The prompt text for (input, label) exemplars and a query input; the completion is " " + label."""
+    parts = [fmt.exemplar(x, y) for x, y in exemplars]
+    parts.append(fmt.query(query))
+    body = EXEMPLAR_SEPARATOR.join(parts)
+    return f"{instruction}{EXEMPLAR_SEPARATOR}{body}" if instruction else body
