@@ -1,0 +1,165 @@
+"""Reading a task's rows: a local directory (<split>.jsonl, .csv or .parquet) or the Hugging Face hub."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .spec import TaskError, TaskSpec
+
+SPLITS = ("train", "validation", "test")
+EXTENSIONS = (".jsonl", ".csv", ".parquet")
+
+
+@dataclass
+class Rows:
+    """The usable rows of one split: each a dict of the input fields (strings) and "label" (a label name)."""
+
+    task: str
+    split: str
+    rows: list[dict]
+    source: str  # a file path or hub id, for reports
+    sha256: str  # content hash of the source file ("" for the hub: the revision is in `source`)
+    skipped: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+
+def local_dir(spec: TaskSpec, data_dir: str | Path | None) -> Path | None:
+    """The directory holding the task's local files, if it exists."""
+    if spec.local is None:
+        return None
+    p = Path(spec.local)
+    if not p.is_absolute():
+        if data_dir is None:
+            return None
+        p = Path(data_dir) / "tasks" / spec.local
+    return p if p.is_dir() else None
+
+
+def _split_file(d: Path, split: str) -> Path | None:
+    for ext in EXTENSIONS:
+        if (d / f"{split}{ext}").is_file():
+            return d / f"{split}{ext}"
+    return None
+
+
+def local_splits(spec: TaskSpec, data_dir: str | Path | None) -> list[str]:
+    d = local_dir(spec, data_dir)
+    return [] if d is None else [s for s in SPLITS if _split_file(d, s) is not None]
+
+
+def available_splits(spec: TaskSpec, data_dir: str | Path | None) -> list[str]:
+    """Local splits when the task is on disk, else the hub's declared splits."""
+    local = local_splits(spec, data_dir)
+    if local:
+        return local
+    return [s for s in SPLITS if spec.hub is not None and s in spec.hub.splits]
+
+
+def load_rows(spec: TaskSpec, split: str, data_dir: str | Path | None = None) -> Rows:
+    """Validated rows of one split; local files first, the hub otherwise."""
+    key = (spec.name, spec.origin, spec.local, split, str(Path(data_dir).resolve()) if data_dir else None)
+    if key not in _CACHE:
+        _CACHE[key] = _load_rows(spec, split, key[-1])
+    return _CACHE[key]
+
+
+_CACHE: dict[tuple, Rows] = {}
+
+
+def _load_rows(spec: TaskSpec, split: str, data_dir: str | None) -> Rows:
+    d = local_dir(spec, data_dir)
+    if d is not None:
+        path = _split_file(d, split)
+        if path is None:
+            raise TaskError(f"task {spec.name!r}: no {split} split in {d} (looked for {split}{{{','.join(EXTENSIONS)}}})")
+        raw = _read_file(path)
+        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        return _validate(spec, split, raw, str(path), sha)
+    if spec.hub is None:
+        where = f"{data_dir}/tasks/{spec.local}" if spec.local and data_dir else "no --data-dir given"
+        raise TaskError(f"task {spec.name!r} is not available locally ({where}) and its spec ({spec.origin}) has no hub source")
+    return _validate(spec, split, *_read_hub(spec, split), "")
+
+
+def _read_file(path: Path) -> list[tuple[str, dict]]:
+    """(location, raw row) pairs; location is "file:line" for messages."""
+    out = []
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise TaskError(f"{path}:{i}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                if not isinstance(row, dict):
+                    raise TaskError(f"{path}:{i}: each line must be a JSON object, got {type(row).__name__}")
+                out.append((f"{path}:{i}", row))
+    elif path.suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as f:
+            for i, row in enumerate(csv.DictReader(f), 2):
+                out.append((f"{path}:{i}", row))
+    else:
+        import pyarrow.parquet as pq
+
+        for i, row in enumerate(pq.read_table(path).to_pylist()):
+            out.append((f"{path}:row {i}", row))
+    return out
+
+
+def _read_hub(spec: TaskSpec, split: str) -> tuple[list[tuple[str, dict]], str]:
+    hub = spec.hub
+    if split not in hub.splits:
+        raise TaskError(f"task {spec.name!r}: the hub source declares no {split} split ({spec.origin})")
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
+    except Exception as e:  # network, auth, missing config: all end here
+        raise TaskError(
+            f"task {spec.name!r}: cannot load {hub.path} ({hub.name}) split {hub.splits[split]} from the hub: {e}. "
+            "Offline? Pass --data-dir with local copies of the tasks."
+        ) from None
+    fields_ = hub.input_fields or list(spec.input_fields)
+    values = {str(k): v for k, v in hub.label_values.items()}
+    rows = []
+    for i, r in enumerate(ds):
+        r = {hub.columns.get(k, k): v for k, v in r.items()}
+        label = r.get(hub.label_column)
+        label = values.get(str(label), label if not values else None)
+        if label is None:  # unlabelled rows (e.g. -1 in SNLI, 0 in RAFT's test split)
+            continue
+        row = {f: r.get(f) for f in fields_}
+        row.update({f: "" for f in spec.input_fields if f not in fields_})
+        row[spec.label_field] = label
+        rows.append((f"{hub.path}:{hub.splits[split]}:{i}", row))
+    return rows, f"hf://{hub.path}/{hub.name or ''}@{getattr(ds, '_fingerprint', '')}"
+
+
+def _validate(spec: TaskSpec, split: str, raw: list[tuple[str, dict]], source: str, sha: str) -> Rows:
+    labels = set(spec.labels)
+    rows, skipped = [], {}
+    for where, r in raw:
+        missing = [f for f in spec.input_fields if f not in r]
+        if missing or spec.label_field not in r:
+            need = missing + ([spec.label_field] if spec.label_field not in r else [])
+            raise TaskError(f"{where}: missing field(s) {need} (task {spec.name!r} from {spec.origin})")
+        label = r[spec.label_field]
+        if label not in labels:
+            raise TaskError(
+                f"{where}: label {label!r} is not one of the task's labels {list(spec.labels)} "
+                f"(fix the data or the 'labels' field of {spec.origin})"
+            )
+        row = {f: "" if r[f] is None else str(r[f]).strip() for f in spec.input_fields}
+        if not any(row.values()):
+            skipped["empty input"] = skipped.get("empty input", 0) + 1
+            continue
+        row["label"] = label
+        rows.append(row)
+    if not rows:
+        raise TaskError(f"task {spec.name!r}: split {split} of {source} has no usable rows")
+    return Rows(spec.name, split, rows, source, sha, skipped)
