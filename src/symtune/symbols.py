@@ -106,7 +106,7 @@ class SymbolPool:
         names = self.categories
         taken = set(avoid)
         total = sum(len(p) for p in pools.values())
-        if n > total - len(taken & self.all()):
+        if n > total - len(taken):
             raise SymbolError(f"cannot draw {n} distinct symbols from a pool of {total}")
         out = []
         while len(out) < n:
