@@ -173,14 +173,14 @@ def draw_episode(
     setting: str = "natural",
     k: int | tuple[int, int] = 4,
     pool: SymbolPool | None = None,
-    fmt: str = DEFAULT_EVAL_FORMAT,
+    fmt: str | Sequence[str] = DEFAULT_EVAL_FORMAT,
     trial: int = 0,
 ) -> Episode:
     """One episode for query row `query`: k exemplars per class (or k drawn from a (lo, hi) range once per
     prompt), never the query itself nor a row with the same input, shuffled.
 
     The exemplars depend on (seed, trial, task, query) only, so all settings of a query share them; the
-    label mapping depends on the setting too; fmt="random" draws one of FORMATS per prompt.
+    label mapping depends on the setting too; fmt="random" (or a list of names) draws a format per prompt.
     """
     name = task.spec.name
     base = f"{seed}:{trial}:{name}:{query}"
@@ -203,10 +203,10 @@ def draw_episode(
     rng.shuffle(chosen)
     st = get_setting(setting)
     mapping = label_mapping(task.spec, st, random.Random(f"{base}:{setting}:labels"), pool)
-    if fmt == "random":
-        fmt = sorted(FORMATS)[random.Random(f"{base}:format").randrange(len(FORMATS))]
-    else:
-        get_format(fmt)
+    if not isinstance(fmt, str) or fmt == "random":
+        names = sorted(FORMATS if fmt == "random" else fmt)
+        fmt = names[random.Random(f"{base}:format").randrange(len(names))]
+    get_format(fmt)
     instruction = task.spec.instruction if st.instruction else None
     return Episode(name, query, tuple(chosen), mapping, fmt, instruction, setting)
 
@@ -259,21 +259,27 @@ def exact_measure(task: TaskData, count_tokens: Callable[[str], int]) -> Callabl
 
 
 class PieceMeasure:
-    """A fast token-count estimate for many prompts of one task: input lengths tokenised once in a batch,
-    format scaffolds and label surfaces cached. Accurate to a token or so per exemplar (tokens can merge
-    across piece boundaries); used to budget the mixture, whose exact lengths the tuner checks again."""
+    """A fast token-count estimate for many prompts of one task: the inputs the episodes use are tokenised
+    once, in batches (`precompute`); format scaffolds and label surfaces are cached. Accurate to a token or
+    so per exemplar (tokens can merge across piece boundaries); it budgets the mixture, whose exact lengths
+    the tuner checks again."""
 
     def __init__(self, tokenizer, task: TaskData):
         self.tok, self.task = tokenizer, task
-        self.q_len = self._lengths(task.query_inputs)
-        self.e_len = self.q_len if task.same_split else self._lengths(task.exemplar_inputs)
+        self.q_len: dict[int, int] = {}
+        self.e_len: dict[int, int] = self.q_len if task.same_split else {}
         self.cache: dict[str, int] = {}
 
-    def _lengths(self, texts: Sequence[str]) -> list[int]:
-        out = []
-        for i in range(0, len(texts), 1024):
-            out += [len(x) for x in self.tok(list(texts[i : i + 1024]), add_special_tokens=False)["input_ids"]]
-        return out
+    def _fill(self, lengths: dict[int, int], texts: Sequence[str], wanted: set[int]) -> None:
+        todo = sorted(i for i in wanted if i not in lengths)
+        for j in range(0, len(todo), 1024):
+            chunk = todo[j : j + 1024]
+            ids = self.tok([texts[i] for i in chunk], add_special_tokens=False)["input_ids"]
+            lengths.update(zip(chunk, map(len, ids)))
+
+    def precompute(self, episodes: Sequence[Episode]) -> None:
+        self._fill(self.q_len, self.task.query_inputs, {ep.query for ep in episodes})
+        self._fill(self.e_len, self.task.exemplar_inputs, {i for ep in episodes for i in ep.exemplars})
 
     def _count(self, text: str) -> int:
         n = self.cache.get(text)
@@ -282,6 +288,8 @@ class PieceMeasure:
         return n
 
     def __call__(self, ep: Episode) -> int:
+        if ep.query not in self.q_len:
+            self.precompute([ep])
         fmt, task = FORMATS[ep.format], self.task
         n = self._count(ep.instruction + "\n\n") if ep.instruction else 0
         for i in ep.exemplars:

@@ -1,0 +1,137 @@
+"""The `symtune` command: a thin layer that parses arguments and calls the library's functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+
+def _tasks(args) -> int:
+    from .tasks import is_local, load_catalogue, local_dir
+    from .tasks.sources import local_splits
+
+    catalogue = load_catalogue(args.data_dir, args.task_spec)
+    rows = []
+    for spec in catalogue.values():
+        if args.role and spec.role != args.role:
+            continue
+        splits = local_splits(spec, args.data_dir)
+        d = local_dir(spec, args.data_dir)
+        counts = "/".join(str(_count_lines(d, s)) for s in splits) if splits else "-"
+        rows.append(
+            [
+                spec.name,
+                spec.role + ("*" if spec.paper else ""),
+                spec.task_type or "",
+                str(len(spec.labels)),
+                "yes" if is_local(spec, args.data_dir) else "no",
+                f"{'/'.join(s[:5] for s in splits)} {counts}" if splits else "-",
+                spec.hub.path + (f":{spec.hub.name}" if spec.hub and spec.hub.name else "") if spec.hub else "-",
+            ]
+        )
+    print(_table(["task", "role", "type", "labels", "local", "local splits (rows)", "hub"], rows))
+    n_local = sum(r[4] == "yes" for r in rows)
+    print(f"\n{len(rows)} tasks, {n_local} available locally; * = in the paper's tuning or evaluation set")
+    return 0
+
+
+def _count_lines(d, split) -> int:
+    from .tasks.sources import _split_file
+
+    path = _split_file(d, split)
+    if path.suffix == ".jsonl":
+        with path.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    return -1
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _mixture(args) -> int:
+    from .mixture import MixtureConfig, build_mixture
+
+    config = MixtureConfig(
+        data_dir=args.data_dir,
+        tasks=args.tasks,
+        max_per_task=args.max_per_task,
+        k_min=args.k_min,
+        k_max=args.k_max,
+        formats=args.formats,
+        symbol_categories=args.symbol_categories,
+        num_symbols=args.num_symbols,
+        max_tokens=None if args.max_tokens == 0 else args.max_tokens,
+        tokenizer=None if args.tokenizer == "none" else args.tokenizer,
+        seed=args.seed,
+        instruction_data=args.instruction_data,
+        symbol_fraction=args.symbol_fraction,
+    )
+    manifest = build_mixture(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
+    rows = []
+    for task, info in manifest["tasks"].items():
+        skipped = sum(info.get("skipped", {}).values())
+        rows.append([task, str(info["count"]), str(skipped), info.get("error", "")])
+    print(_table(["task", "prompts", "skipped", "error"], rows))
+    print(f"\n{manifest['total']} records -> {args.out} (records.jsonl sha256 {manifest['sha256']['records.jsonl'][:12]})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="symtune", description=__doc__)
+    p.add_argument("--version", action="version", version=f"symtune {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="log details")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def data_args(sp):
+        sp.add_argument("--data-dir", help="local data directory (holds tasks/<name>/{task.json,<split>.jsonl})")
+        sp.add_argument("--task-spec", action="append", default=[], help="extra task spec file or directory (repeatable)")
+
+    sp = sub.add_parser("tasks", help="list the task catalogue and what is available locally")
+    data_args(sp)
+    sp.add_argument("--role", choices=["tune", "eval", "extra"])
+    sp.set_defaults(func=_tasks)
+
+    sp = sub.add_parser("mixture", help="build a symbol-tuning mixture")
+    data_args(sp)
+    sp.add_argument("--out", required=True, help="output directory")
+    sp.add_argument("--tasks", nargs="+", help="task names (default: every tune-role task available)")
+    sp.add_argument("--max-per-task", type=int, default=25_000)
+    sp.add_argument("--k-min", type=int, default=2, help="fewest exemplars per class")
+    sp.add_argument("--k-max", type=int, default=10, help="most exemplars per class")
+    sp.add_argument("--formats", nargs="+", help="input-label formats to draw from (default: all)")
+    sp.add_argument("--symbol-categories", nargs="+", default=["integers", "letters", "words"])
+    sp.add_argument("--num-symbols", type=int, help="distinct tuning symbols (ablation: 30, 300, 3000, 30000)")
+    sp.add_argument("--max-tokens", type=int, default=2048, help="token budget per prompt+target (0: none)")
+    sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer counting the budget ('none': no budget)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--instruction-data", help="instruction-tuning data to mix in (file or hub id)")
+    sp.add_argument("--symbol-fraction", type=float, default=1.0, help="share of symbol prompts when mixing")
+    sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=_mixture)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except ValueError as e:  # our errors are ValueError subclasses defined in symtune modules
+        if not type(e).__module__.startswith("symtune"):
+            raise
+        print(f"symtune {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

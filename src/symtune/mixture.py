@@ -1,0 +1,275 @@
+"""The symbol-tuning mixture: few-shot prompts without instructions, labels replaced by tuning-pool symbols.
+
+Output directory (written atomically; the same config gives byte-identical files):
+    records.jsonl   one {"prompt", "completion", "task", "format", "mapping", "seed", "index", ...} a line
+    dataset/        the same records as a `datasets` dataset (mapping as a JSON string)
+    manifest.json   config, versions, per-task counts and skips, content hashes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import __version__
+from .episodes import BudgetError, EpisodeError, PieceMeasure, draw_episode, fit_budget, prepare_task, query_order, render
+from .formats import FORMATS, get_format
+from .symbols import CATEGORIES, SymbolPool
+from .tasks import TaskError, load_catalogue, select_tasks
+
+KIND = "symtune-mixture"
+FORMAT_VERSION = 1
+
+
+class MixtureError(ValueError):
+    """A mixture that cannot be built or read; the message says what to do."""
+
+
+@dataclass
+class MixtureConfig:
+    """How to build a symbol-tuning mixture.
+
+    tasks: task names; None takes every tune-role task available (locally when data_dir is given).
+    max_per_task: at most this many prompts per task (one per training row, in a seeded order).
+    k_min, k_max: exemplars per class, drawn uniformly per prompt.
+    formats: input-label formats to draw from (None: all ten).
+    symbol_categories, num_symbols: the tuning symbol pool (ablations: e.g. ["words"], 300).
+    max_tokens, tokenizer: token budget per prompt+target and the tokenizer that counts it (None: no budget).
+    instruction_data, symbol_fraction: optionally mix in an instruction-tuning dataset (a local
+        .jsonl/.json/.csv/.parquet file or a hub id with prompt/completion or instruction[/input]/output
+        columns) so that symbol prompts make up `symbol_fraction` of the records.
+    """
+
+    data_dir: str | None = None
+    tasks: list[str] | None = None
+    max_per_task: int = 25_000
+    k_min: int = 2
+    k_max: int = 10
+    formats: list[str] | None = None
+    symbol_categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
+    num_symbols: int | None = None
+    max_tokens: int | None = 2048
+    tokenizer: str | None = "smollm2-135m"
+    seed: int = 0
+    instruction_data: str | None = None
+    symbol_fraction: float = 1.0
+
+    def __post_init__(self):
+        if not 1 <= self.k_min <= self.k_max:
+            raise MixtureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
+        if self.max_per_task < 1:
+            raise MixtureError(f"max_per_task must be >= 1, got {self.max_per_task}")
+        if not 0 < self.symbol_fraction <= 1:
+            raise MixtureError(f"symbol_fraction must be in (0, 1], got {self.symbol_fraction}")
+        if self.symbol_fraction < 1 and not self.instruction_data:
+            raise MixtureError("symbol_fraction < 1 needs --instruction-data to mix in")
+        for f in self.formats or []:
+            get_format(f)
+        if self.max_tokens is not None and self.max_tokens < 16:
+            raise MixtureError(f"max_tokens={self.max_tokens} is too small for any prompt")
+        SymbolPool("tune", tuple(self.symbol_categories), self.num_symbols)  # validates
+
+
+def _tokenizer(name: str | None):
+    if name is None:
+        return None
+    from .models import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=None, skipped=None):
+    """Symbol-tuning records of one prepared task (TaskData), in its seeded query order."""
+    fmts = config.formats or "random"
+    k = (config.k_min, config.k_max)
+    episodes = [
+        draw_episode(task, q, seed=config.seed, setting="symbol", k=k, pool=pool, fmt=fmts)
+        for q in query_order(task, config.seed, config.max_per_task)
+    ]
+    if measure is not None:
+        measure.precompute(episodes)
+    for ep in episodes:
+        try:
+            ep = fit_budget(task, ep, measure, config.max_tokens) if measure else ep
+        except BudgetError:
+            skipped["over token budget with 1 exemplar per class"] = skipped.get("over token budget with 1 exemplar per class", 0) + 1
+            continue
+        prompt, completion = render(task, ep)
+        yield {
+            "prompt": prompt,
+            "completion": completion,
+            "task": task.spec.name,
+            "format": ep.format,
+            "mapping": ep.mapping,
+            "seed": config.seed,
+            "index": ep.query,
+            "n_exemplars": len(ep.exemplars),
+        }
+
+
+def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[dict], dict]:
+    """All records and a report {task: {"count", "skipped", "source", "sha256"}}."""
+    catalogue = load_catalogue(config.data_dir)
+    specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "tune", data_dir=config.data_dir)
+    if not specs:
+        raise MixtureError(f"no tuning tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
+    pool = SymbolPool("tune", tuple(config.symbol_categories), config.num_symbols)
+    tok = _tokenizer(config.tokenizer) if config.max_tokens else None
+    records, report = [], {}
+    bar = tqdm(specs, desc="mixture", unit="task", disable=not progress)
+    for spec in bar:
+        bar.set_postfix_str(spec.name)
+        try:
+            task = prepare_task(spec, config.data_dir, purpose="tune")
+        except TaskError as e:
+            report[spec.name] = {"count": 0, "error": str(e)}
+            continue
+        skipped = dict(task.skipped)
+        measure = PieceMeasure(tok, task) if tok is not None else None
+        try:
+            recs = list(iter_task_records(task, config, pool, measure, skipped))
+        except EpisodeError as e:
+            report[spec.name] = {"count": 0, "error": str(e)}
+            continue
+        records += recs
+        report[spec.name] = {"count": len(recs), "skipped": skipped, "sources": task.sources, "sha256": task.sha256}
+    if config.instruction_data:
+        n_sym = len(records)
+        n_instr = round(n_sym * (1 - config.symbol_fraction) / config.symbol_fraction)
+        instr = _instruction_records(config.instruction_data, n_instr, config.seed)
+        report["instruction"] = {"count": len(instr), "wanted": n_instr, "source": config.instruction_data}
+        records += instr
+    if not records:
+        raise MixtureError(f"the mixture is empty: {json.dumps(report)[:2000]}")
+    return records, report
+
+
+def _instruction_records(source: str, n: int, seed: int) -> list[dict]:
+    import datasets
+
+    suffix = Path(source).suffix.lstrip(".")
+    try:
+        if Path(source).is_file():
+            ds = datasets.load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=source, split="train")
+        else:
+            ds = datasets.load_dataset(source, split="train")
+    except Exception as e:
+        raise MixtureError(f"cannot load instruction data {source!r}: {e}") from None
+    cols = set(ds.column_names)
+    if {"prompt", "completion"} <= cols:
+        rows = [(r["prompt"], r["completion"]) for r in ds]
+    elif {"instruction", "output"} <= cols:
+        rows = [((r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "")), r["output"]) for r in ds]
+    else:
+        raise MixtureError(
+            f"instruction data {source!r} has columns {sorted(cols)}; need prompt/completion or instruction[/input]/output"
+        )
+    idx = sorted(random.Random(f"{seed}:instruction-data").sample(range(len(rows)), min(n, len(rows))))
+    out = []
+    for i in idx:
+        p, c = rows[i]
+        c = c if c[:1].isspace() else " " + c
+        out.append({"prompt": p, "completion": c, "task": "instruction", "format": "instruction", "mapping": {}, "seed": seed, "index": i, "n_exemplars": 0})
+    return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _versions() -> dict:
+    import datasets
+    import wordfreq
+
+    return {
+        "symtune": __version__,
+        "python": platform.python_version(),
+        "datasets": datasets.__version__,
+        "wordfreq": getattr(wordfreq, "__version__", "unknown"),
+    }
+
+
+def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out: str | Path, overwrite: bool = False) -> Path:
+    """Write records.jsonl, dataset/ and manifest.json into a temporary directory, then rename it to `out`."""
+    import datasets
+    import pyarrow as pa
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise MixtureError(f"{out} already exists; pass --overwrite or choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        with (tmp / "records.jsonl").open("w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
+        digest = _sha256(tmp / "records.jsonl")
+        table = pa.Table.from_pylist([{**r, "mapping": json.dumps(r["mapping"], ensure_ascii=False, sort_keys=True)} for r in records])
+        datasets.Dataset(table, fingerprint=digest[:16]).save_to_disk(str(tmp / "dataset"))
+        manifest = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "config": asdict(config),
+            "versions": _versions(),
+            "counts": {t: r["count"] for t, r in report.items()},
+            "total": len(records),
+            "tasks": report,
+            "sha256": {"records.jsonl": digest},
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            shutil.rmtree(old)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def build_mixture(config: MixtureConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
+    """Build and write a mixture; returns its manifest."""
+    records, report = build_records(config, progress=progress)
+    path = write_mixture(records, report, config, out, overwrite=overwrite)
+    return json.loads((path / "manifest.json").read_text())
+
+
+def load_mixture(path: str | Path):
+    """(datasets.Dataset, manifest) of a mixture directory, after checking its manifest and records hash."""
+    import datasets
+
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise MixtureError(f"{path} is not a symtune mixture (no manifest.json); build one with `symtune mixture`")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as e:
+        raise MixtureError(f"{manifest_path}: malformed manifest ({e}); rebuild the mixture") from None
+    if manifest.get("kind") != KIND or manifest.get("format_version") != FORMAT_VERSION:
+        raise MixtureError(
+            f"{manifest_path}: kind {manifest.get('kind')!r} version {manifest.get('format_version')!r}; this symtune "
+            f"reads {KIND!r} version {FORMAT_VERSION}: rebuild the mixture with this version"
+        )
+    records = path / "records.jsonl"
+    if not records.is_file() or _sha256(records) != manifest["sha256"]["records.jsonl"]:
+        raise MixtureError(f"{records} is missing or does not match the manifest's hash; rebuild the mixture")
+    return datasets.load_from_disk(str(path / "dataset")), manifest
+
+
+__all__ = ["FORMATS", "MixtureConfig", "MixtureError", "build_mixture", "build_records", "load_mixture", "write_mixture"]
