@@ -288,7 +288,7 @@ class PieceMeasure:
         return n
 
     def __call__(self, ep: Episode) -> int:
-        if ep.query not in self.q_len:
+        if ep.query not in self.q_len or any(i not in self.e_len for i in ep.exemplars):
             self.precompute([ep])
         fmt, task = FORMATS[ep.format], self.task
         n = self._count(ep.instruction + "\n\n") if ep.instruction else 0

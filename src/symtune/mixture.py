@@ -20,8 +20,17 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from . import __version__
-from .episodes import BudgetError, EpisodeError, PieceMeasure, draw_episode, fit_budget, prepare_task, query_order, render
-from .formats import FORMATS, get_format
+from .episodes import (
+    BudgetError,
+    EpisodeError,
+    PieceMeasure,
+    draw_episode,
+    fit_budget,
+    prepare_task,
+    query_order,
+    render,
+)
+from .formats import get_format
 from .symbols import CATEGORIES, SymbolPool
 from .tasks import TaskError, load_catalogue, select_tasks
 
@@ -272,4 +281,4 @@ def load_mixture(path: str | Path):
     return datasets.load_from_disk(str(path / "dataset")), manifest
 
 
-__all__ = ["FORMATS", "MixtureConfig", "MixtureError", "build_mixture", "build_records", "load_mixture", "write_mixture"]
+__all__ = ["MixtureConfig", "MixtureError", "build_mixture", "build_records", "load_mixture", "write_mixture"]

@@ -92,6 +92,8 @@ class SymbolPool:
             raise SymbolError(f"symbol categories repeat: {self.categories}")
         if self.size is not None and self.size < len(self.categories):
             raise SymbolError(f"symbol pool size {self.size} is smaller than the number of categories")
+        if self.size is not None:
+            self.by_category()  # validates the subset early
         category_pool(self.categories[0], self.split)  # validates the split early
 
     def by_category(self) -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,130 @@
+import json
+
+import pytest
+
+from symtune.cli import main
+from symtune.tasks import TaskError, get_task, load_catalogue, load_rows, select_tasks
+
+PAPER_TUNE = {"rte", "wnli", "qnli", "mnli", "snli", "cb", "sst2", "rotten_tomatoes", "tweet_eval_sentiment", "qqp",
+              "mrpc", "paws", "copa", "piqa", "winogrande", "ag_news", "trec", "wsc", "tweet_eval_offensive",
+              "tweet_eval_irony", "wic", "cola"}
+PAPER_EVAL = {"subj", "tweet_eval_hate", "tweet_eval_stance_abortion", "tweet_eval_stance_atheism",
+              "tweet_eval_stance_feminist", "tweet_eval_stance_hillary", "raft_ade_corpus_v2", "raft_overruling",
+              "raft_semiconductor_org_types", "raft_terms_of_service", "raft_twitter_complaints"}
+
+
+def test_builtin_catalogue_declares_the_paper_tasks_with_hub_sources():
+    cat = load_catalogue()
+    assert {n for n, s in cat.items() if s.role == "tune" and s.paper} == PAPER_TUNE
+    assert {n for n, s in cat.items() if s.role == "eval"} == PAPER_EVAL
+    for s in cat.values():
+        assert s.hub is not None and s.hub.path, s.name
+        assert set(s.hub.label_values.values()) == set(s.labels), s.name
+
+
+def test_every_local_task_is_in_the_catalogue(data_dir):
+    cat = load_catalogue(data_dir)
+    local = {p.name for p in (data_dir / "tasks").iterdir() if (p / "task.json").exists()}
+    assert local <= set(cat)
+    assert len(select_tasks(cat, role="tune", data_dir=data_dir)) == 26
+    assert len(select_tasks(cat, role="eval", data_dir=data_dir)) == 11
+
+
+def test_cli_tasks_lists_roles_and_availability(data_dir, capsys):
+    assert main(["tasks", "--data-dir", str(data_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "raft_overruling" in out and "38 tasks, 38 available locally" in out
+    line = next(x for x in out.splitlines() if x.startswith("subj "))
+    assert "eval*" in line and "yes" in line
+
+
+def test_unknown_task_suggests_near_names():
+    with pytest.raises(TaskError, match="did you mean sst2"):
+        get_task(load_catalogue(), "sst-2")
+
+
+def _user_task(tmp_path, spec: dict, rows: list[dict], ext="jsonl"):
+    d = tmp_path / "mytask"
+    d.mkdir()
+    if ext == "jsonl":
+        (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif ext == "csv":
+        import csv
+
+        with (d / "train.csv").open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), d / "train.parquet")
+    path = tmp_path / "mytask.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"local": "./mytask", **spec}))
+    return path
+
+
+SPEC = {"name": "mytask", "role": "extra", "labels": ["cold", "hot"], "input_fields": ["text"], "instruction": "Hot?"}
+ROWS = [{"text": f"item {i}", "label": ["cold", "hot"][i % 2]} for i in range(12)]
+
+
+@pytest.mark.parametrize("ext", ["jsonl", "csv", "parquet"])
+def test_user_adds_a_task_with_one_file(tmp_path, ext):
+    path = _user_task(tmp_path, SPEC, ROWS, ext)
+    cat = load_catalogue(spec_paths=[path])
+    rows = load_rows(cat["mytask"], "train")
+    assert len(rows.rows) == 12 and rows.rows[1] == {"text": "item 1", "label": "hot"}
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"labels": ["hot"]}, "at least 2 classes"),
+        ({"labels": ["hot", "Hot"]}, "repeats"),
+        ({"role": "train"}, "field 'role'"),
+        ({"input_fields": []}, "input_fields"),
+        ({"colour": "red"}, "unknown field"),
+        ({"input_template": "{nope}"}, "input_template"),
+    ],
+)
+def test_malformed_spec_names_file_and_field(tmp_path, change, message):
+    path = _user_task(tmp_path, {**SPEC, **change}, ROWS)
+    with pytest.raises(TaskError, match=message) as e:
+        load_catalogue(spec_paths=[path])
+    assert str(path) in str(e.value)
+
+
+def test_label_not_in_spec_names_file_line_and_value(tmp_path):
+    path = _user_task(tmp_path, SPEC, ROWS + [{"text": "x", "label": "warm"}])
+    spec = load_catalogue(spec_paths=[path])["mytask"]
+    with pytest.raises(TaskError, match=r"train.jsonl:13: label 'warm' is not one of"):
+        load_rows(spec, "train")
+
+
+def test_empty_inputs_are_counted_skips(tmp_path):
+    path = _user_task(tmp_path, SPEC, ROWS + [{"text": "  ", "label": "hot"}])
+    rows = load_rows(load_catalogue(spec_paths=[path])["mytask"], "train")
+    assert len(rows.rows) == 12 and rows.skipped == {"empty input": 1}
+
+
+def test_missing_field_and_bad_json(tmp_path):
+    path = _user_task(tmp_path, SPEC, [{"txt": "a", "label": "hot"}])
+    with pytest.raises(TaskError, match=r"missing field\(s\) \['text'\]"):
+        load_rows(load_catalogue(spec_paths=[path])["mytask"], "train")
+    (tmp_path / "mytask" / "train.jsonl").write_text('{"text": "a", "label": "hot"}\n{oops\n')
+    from symtune.tasks.sources import _CACHE
+
+    _CACHE.clear()
+    with pytest.raises(TaskError, match=r"train.jsonl:2: not valid JSON"):
+        load_rows(load_catalogue(spec_paths=[path])["mytask"], "train")
+
+
+def test_local_spec_disagreeing_with_builtin_is_an_error(tmp_path):
+    d = tmp_path / "tasks" / "sst2"
+    d.mkdir(parents=True)
+    (d / "task.json").write_text(json.dumps({"name": "sst2", "role": "tune", "labels": ["bad", "good"], "input_fields": ["sentence"]}))
+    with pytest.raises(TaskError, match="disagree with the built-in spec"):
+        load_catalogue(tmp_path)
