@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from .formats import DEFAULT_EVAL_FORMAT, FORMATS, get_format, render_input, render_prompt
@@ -161,8 +162,32 @@ def label_mapping(spec: TaskSpec, setting: Setting, rng: random.Random, pool: Sy
     if pool is None:
         raise EpisodeError(f"setting {setting.name!r} needs a symbol pool")
     # A symbol equal to a natural label of the task would leak the label's meaning: avoid it.
-    avoid = [s for label in spec.labels for s in (label, label.lower(), label.upper())]
-    return dict(zip(spec.labels, pool.sample(len(spec.labels), rng, avoid=avoid)))
+    return dict(zip(spec.labels, pool.sample(len(spec.labels), rng, avoid=_label_forms(spec.labels))))
+
+
+@cache
+def _label_forms(labels: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(s for label in labels for s in (label, label.lower(), label.upper()))
+
+
+def _shuffle(rng: random.Random, items: list) -> None:
+    """Fisher-Yates on rng.random(): same result on every platform, faster than Random.shuffle."""
+    for i in range(len(items) - 1, 0, -1):
+        j = int(rng.random() * (i + 1))
+        items[i], items[j] = items[j], items[i]
+
+
+def _pick(rng: random.Random, candidates: list[int], n: int) -> list[int]:
+    """n distinct candidates (all of them if fewer), uniformly at random, in random order."""
+    size = len(candidates)
+    if size <= 3 * n + 8:
+        order = list(candidates)
+        _shuffle(rng, order)
+        return order[:n]
+    seen: dict[int, None] = {}
+    while len(seen) < n:
+        seen[int(rng.random() * size)] = None
+    return [candidates[j] for j in seen]
 
 
 def draw_episode(
@@ -183,30 +208,29 @@ def draw_episode(
     label mapping depends on the setting too; fmt="random" (or a list of names) draws a format per prompt.
     """
     name = task.spec.name
-    base = f"{seed}:{trial}:{name}:{query}"
-    rng = random.Random(f"{base}:exemplars")
-    per_class = rng.randint(*k) if isinstance(k, tuple) else k
-    q_input = task.query_inputs[query]
+    rng = random.Random(f"{seed}:{trial}:{name}:{query}")
+    per_class = k[0] + int(rng.random() * (k[1] - k[0] + 1)) if isinstance(k, tuple) else k
+    q_input, inputs, same = task.query_inputs[query], task.exemplar_inputs, task.same_split
     chosen = []
     for label in task.spec.labels:
         candidates = task.by_class[label]
-        picked = rng.sample(candidates, min(len(candidates), per_class + 2))
-        picked = [
-            i for i in picked if not (task.same_split and i == query) and task.exemplar_inputs[i] != q_input
-        ][:per_class]
+        # One spare draw covers the query (or a duplicate of its input) turning up among the candidates.
+        picked = [i for i in _pick(rng, candidates, per_class + 1) if inputs[i] != q_input and not (same and i == query)]
+        if len(picked) < per_class and len(candidates) > per_class + 1:  # rare: several duplicates of the query
+            picked = [i for i in _pick(rng, candidates, len(candidates)) if inputs[i] != q_input and not (same and i == query)]
+        picked = picked[:per_class]
         if not picked:
             raise EpisodeError(f"task {name!r}: no exemplar of class {label!r} other than query {query}")
-        if len(picked) < per_class and len(candidates) > per_class + 2:  # rare: top up past excluded rows
-            rest = [i for i in candidates if i not in picked and i != query and task.exemplar_inputs[i] != q_input]
-            picked += rng.sample(rest, min(len(rest), per_class - len(picked)))
         chosen += picked
-    rng.shuffle(chosen)
-    st = get_setting(setting)
-    mapping = label_mapping(task.spec, st, random.Random(f"{base}:{setting}:labels"), pool)
+    _shuffle(rng, chosen)
+    # Drawn after the exemplars, from the same stream: every setting of a query shows the same exemplars,
+    # and the two symbol settings the same symbols.
     if not isinstance(fmt, str) or fmt == "random":
         names = sorted(FORMATS if fmt == "random" else fmt)
-        fmt = names[random.Random(f"{base}:format").randrange(len(names))]
+        fmt = names[int(rng.random() * len(names))]
     get_format(fmt)
+    st = get_setting(setting)
+    mapping = label_mapping(task.spec, st, rng, pool)
     instruction = task.spec.instruction if st.instruction else None
     return Episode(name, query, tuple(chosen), mapping, fmt, instruction, setting)
 

@@ -112,8 +112,8 @@ class SymbolPool:
             raise SymbolError(f"cannot draw {n} distinct symbols from a pool of {total}")
         out = []
         while len(out) < n:
-            pool = pools[names[rng.randrange(len(names))]]
-            s = pool[rng.randrange(len(pool))]
+            pool = pools[names[int(rng.random() * len(names))]]
+            s = pool[int(rng.random() * len(pool))]
             if s not in taken:
                 taken.add(s)
                 out.append(s)
