@@ -338,8 +338,19 @@ class HFBackend:
     # -- generation
     def generate(self, prompts: list[str], max_new_tokens: int = 16, stop: list[str] | None = None) -> list[str]:
         """Greedy continuations, cut at the first stop string (length-sorted, left-padded batches)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _StopOnText(StoppingCriteria):
+            # HF's stop_strings also match across the prompt's end; this looks at the generated text only
+            def __init__(self, tok, start: int, stop: list[str]):
+                self.tok, self.start, self.stop = tok, start, stop
+
+            def __call__(self, input_ids, scores, **kwargs):
+                texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+                return torch.tensor([any(s in t for s in self.stop) for t in texts])
+
         torch = self.torch
-        stop = list(stop or [])
+        stop = [s for s in stop or [] if s]
         enc = [self.encode(p) for p in prompts]
         for e in enc:
             if len(e) + max_new_tokens > self.max_length:
@@ -353,7 +364,7 @@ class HFBackend:
             n = max(len(enc[i]) for i in idx)
             ids = torch.tensor([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx])
             mask = torch.tensor([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
-            kw = {"stop_strings": stop, "tokenizer": self.tokenizer} if stop else {}
+            kw = {"stopping_criteria": StoppingCriteriaList([_StopOnText(self.tokenizer, n, stop)])} if stop else {}
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           do_sample=False, temperature=None, top_p=None, top_k=None,
