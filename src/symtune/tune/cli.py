@@ -1,0 +1,66 @@
+"""`symtune tune`: flags generated from `TuneConfig`, so the CLI, the presets and `tune()` cannot drift apart."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from .config import PRESETS, TuneConfig
+
+_REQUIRED = ("model", "mixture", "out")
+_NOT_FLAGS = ("preset",)  # --preset is the preset itself
+
+EPILOG = """\
+Options left out come from the preset (cpu-small unless --preset is given), then from TuneConfig's defaults.
+Several processes / GPUs / nodes: put `accelerate launch --config_file configs/accelerate/<ddp|fsdp2|
+deepspeed_zero2|deepspeed_zero3|cpu_ddp>.yaml [--num_processes N --num_machines M --machine_rank R
+--main_process_ip IP]` in front of `symtune tune ...`; --batch-size stays the global batch.
+"""
+
+
+def _flag_type(annotation: str):
+    base = annotation.replace(" | None", "")
+    return {"int": int, "float": float, "str": str}.get(base)
+
+
+def add_tune_parser(subparsers) -> argparse.ArgumentParser:
+    sp = subparsers.add_parser("tune", help="symbol-tune a model on a mixture (TRL SFT; full or LoRA)",
+                               description="Symbol-tune a model on a mixture.", epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("--preset", default="cpu-small",
+                    help=f"{' or '.join(PRESETS)} or a YAML file of TuneConfig fields (default: cpu-small)")
+    sp.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
+    sp.add_argument("--overwrite", action="store_true", help="delete a previous run in --out and start over")
+    for f in fields(TuneConfig):
+        if f.name in _NOT_FLAGS:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_ = f.metadata.get("help", "")
+        if f.name in _REQUIRED:
+            sp.add_argument(flag, required=True, help=help_)
+        elif f.type == "bool":
+            sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        elif f.type.startswith("list["):
+            sp.add_argument(flag, nargs="+", default=None, help=help_)
+        else:
+            sp.add_argument(flag, type=_flag_type(f.type), default=None, choices=f.metadata.get("choices"), help=help_)
+    sp.set_defaults(func=run_tune)
+    return sp
+
+
+def run_tune(args) -> int:
+    from .run import tune
+
+    options = {f.name: getattr(args, f.name) for f in fields(TuneConfig)
+               if f.name not in _NOT_FLAGS + _REQUIRED and getattr(args, f.name, None) is not None}
+    summary = tune(args.model, args.mixture, args.out, preset=args.preset, resume=args.resume,
+                   overwrite=args.overwrite, **options)
+    if summary:  # empty on the non-main processes of a multi-process run
+        r = summary["results"]
+        loss = f"{r['final_loss']:.4f}" if r["final_loss"] is not None else "n/a"
+        print(f"tuned {summary['config']['model']} for {r['steps']} steps: final loss {loss}, {r['tokens']} tokens "
+              f"({r['target_tokens']} targets) in {r['train_seconds']:.0f} s = {r['tokens_per_s']:.0f} tokens/s; "
+              f"dropped {summary['data']['dropped_total']} over-long examples")
+        print(f"model: {args.out} (load with symtune.models.load_model), card: {args.out}/README.md, "
+              f"log: {args.out}/train_log.jsonl")
+    return 0

@@ -1,0 +1,177 @@
+"""The tuning configuration: one dataclass, mirrored by the YAML presets in `symtune/configs/presets/`.
+
+Resolution order: the dataclass defaults, then the preset, then explicit overrides (keyword arguments of
+`tune()` or CLI flags). The resolved config is written to `<out>/tune_config.yaml`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PRESETS = ("cpu-small", "paper")
+OPTIMIZERS = ("adamw", "adafactor")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16")
+
+
+class TuneError(ValueError):
+    """A tuning run that cannot start or continue as asked; the message says what to do."""
+
+
+def _f(default, help: str, **kw):
+    """A dataclass field whose help text is its docstring (shown by `symtune tune --help`)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TuneConfig:
+    """Everything that decides a tuning run. Field help texts are the documentation."""
+
+    model: str = _f("", "base model: alias (smollm2-135m), hub id, local directory or .gguf file")
+    mixture: str = _f("", "mixture directory written by `symtune mixture` (manifest.json, records.jsonl, dataset/)")
+    out: str = _f("", "output directory (model or adapter, merged model, logs, checkpoints, model card)")
+    preset: str | None = _f(None, "preset the values came from (cpu-small, paper or a YAML path)")
+    seed: int = _f(0, "seed for data order, LoRA init and dropout")
+
+    # optimisation
+    optimizer: str = _f("adamw", "optimizer for full fine-tuning: adamw or adafactor", choices=OPTIMIZERS)
+    learning_rate: float = _f(2e-5, "peak learning rate for full fine-tuning")
+    lr_scheduler: str = _f("constant_with_warmup", "learning-rate schedule", choices=SCHEDULERS)
+    warmup_steps: int = _f(5, "linear warm-up steps")
+    weight_decay: float = _f(0.0, "decoupled weight decay")
+    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
+    max_steps: int = _f(40, "optimizer steps; the mixture is repeated if it runs out")
+    batch_size: int = _f(4, "sequences per optimizer step over all processes (packed sequences when packing)")
+    micro_batch_size: int = _f(1, "sequences per forward pass on one process; the rest is gradient accumulation")
+
+    # lengths and packing
+    max_input_tokens: int = _f(2048, "prompts longer than this (in tokens) are dropped and counted")
+    max_target_tokens: int = _f(512, "targets longer than this (EOS included) are dropped and counted")
+    packing: bool = _f(True, "pack several examples into one sequence, without attention across them")
+    pack_length: int | None = _f(None, "tokens per packed sequence (default: max_input_tokens + max_target_tokens)")
+    max_examples: int | None = _f(None, "use only the first N records of the mixture (quick runs, benchmarks)")
+
+    # LoRA
+    lora: bool = _f(False, "train a LoRA adapter instead of all weights")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = _f(0.05, "LoRA dropout")
+    lora_target_modules: list[str] = _f(["all-linear"], "modules that get adapters ('all-linear' or names like q_proj)")
+    lora_optimizer: str = _f("adamw", "optimizer used instead of `optimizer` when lora is on", choices=OPTIMIZERS)
+    lora_learning_rate: float = _f(2e-4, "learning rate used instead of `learning_rate` when lora is on")
+    merge_lora: bool = _f(True, "also write the base model with the adapter merged in (loadable without peft)")
+
+    # precision and speed
+    precision: str = _f("auto", "auto (bf16-mixed on GPUs that support it, else fp32), fp32, bf16-mixed, bf16",
+                        choices=PRECISIONS)
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% slower)")
+    attn_implementation: str | None = _f(None, "attention kernel (sdpa, eager, flash_attention_2, ...); None: sdpa")
+    dataloader_workers: int = _f(0, "data loader worker processes")
+
+    # checkpoints, logs, evaluation
+    save_steps: int = _f(20, "write a checkpoint every N steps (0: only the final model)")
+    save_total_limit: int = _f(2, "keep at most this many checkpoints")
+    logging_steps: int = _f(1, "log loss and throughput every N steps")
+    eval_every: int = _f(0, "call the evaluation hook every N steps (0: off; needs an eval_fn)")
+    report_to: list[str] = _f(["none"], "extra trainer loggers: tensorboard, wandb, ... (the JSONL log is always written)")
+    time_limit_minutes: float | None = _f(None, "stop (and save) after this many minutes of training")
+    eos_token: str | None = _f(None, "EOS token to append to targets when the tokenizer has none (must be in vocab)")
+    trust_remote_code: bool = _f(False, "allow model code from the hub")
+
+    def __post_init__(self):
+        problems = []
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                problems.append(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(choices)}")
+        positive = ("max_steps", "batch_size", "micro_batch_size", "max_input_tokens", "max_target_tokens", "lora_r",
+                    "lora_alpha", "logging_steps", "save_total_limit")
+        problems += [f"{n} must be >= 1, got {getattr(self, n)}" for n in positive if getattr(self, n) < 1]
+        nonneg = ("warmup_steps", "weight_decay", "max_grad_norm", "save_steps", "eval_every", "dataloader_workers")
+        problems += [f"{n} must be >= 0, got {getattr(self, n)}" for n in nonneg if getattr(self, n) < 0]
+        if self.learning_rate <= 0 or self.lora_learning_rate <= 0:
+            problems.append("learning rates must be > 0")
+        if not 0 <= self.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.batch_size % self.micro_batch_size:
+            problems.append(f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size "
+                            f"({self.micro_batch_size})")
+        if self.pack_length is not None and self.pack_length < 16:
+            problems.append(f"pack_length must be >= 16, got {self.pack_length}")
+        if self.max_examples is not None and self.max_examples < 1:
+            problems.append(f"max_examples must be >= 1, got {self.max_examples}")
+        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
+            problems.append(f"time_limit_minutes must be > 0, got {self.time_limit_minutes}")
+        if problems:
+            raise TuneError("invalid tuning config: " + "; ".join(problems))
+
+    @property
+    def sequence_length(self) -> int:
+        """Longest training sequence: the pack length, or the longest example allowed."""
+        return self.pack_length or self.max_input_tokens + self.max_target_tokens
+
+    @property
+    def effective_optimizer(self) -> str:
+        return self.lora_optimizer if self.lora else self.optimizer
+
+    @property
+    def effective_learning_rate(self) -> float:
+        return self.lora_learning_rate if self.lora else self.learning_rate
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(TuneConfig))
+
+
+def preset_path(preset: str) -> Path:
+    """A preset name (cpu-small, paper) or a path to a YAML file."""
+    if preset in PRESETS:
+        return Path(str(resources.files("symtune") / "configs" / "presets" / f"{preset}.yaml"))
+    p = Path(preset).expanduser()
+    if not p.is_file():
+        raise TuneError(f"preset {preset!r} is neither one of {', '.join(PRESETS)} nor an existing YAML file")
+    return p
+
+
+def load_preset(preset: str) -> dict[str, Any]:
+    path = preset_path(preset)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise TuneError(f"cannot read preset {str(path)!r}: {e}") from None
+    if not isinstance(values, dict):
+        raise TuneError(f"preset {str(path)!r} must be a mapping of TuneConfig fields")
+    _check_names(values, f"preset {str(path)!r}")
+    return values
+
+
+def _check_names(values: dict, where: str) -> None:
+    unknown = [k for k in values if k not in FIELD_NAMES]
+    if unknown:
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, FIELD_NAMES, 1)) else k
+                 for k in unknown]
+        raise TuneError(f"unknown tuning option(s) in {where}: {', '.join(hints)}")
+
+
+def resolve_config(preset: str | None = "cpu-small", **overrides) -> TuneConfig:
+    """Defaults < preset < overrides (None values in overrides mean "not given")."""
+    _check_names(overrides, "the arguments")
+    values = load_preset(preset) if preset else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["preset"] = preset
+    return TuneConfig(**values)
+
+
+def save_config(config: TuneConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

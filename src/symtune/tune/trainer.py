@@ -1,0 +1,219 @@
+"""TRL's SFTTrainer with three additions, and the callbacks of a tuning run.
+
+- checkpoints are written to `checkpoints/.staging/` and renamed into place only when complete (a marker
+  file inside), so a run killed mid-save never leaves a checkpoint that `--resume` would pick up;
+- exact token counts (real tokens and target tokens, all processes) for the log and throughput;
+- optionally the target-only LM head (head.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import rotate_checkpoints
+from trl import SFTTrainer
+
+from .config import TuneError
+from .data import IGNORE
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = "symtune_checkpoint.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def last_checkpoint(root: str | Path) -> Path | None:
+    """The newest complete checkpoint under `root` (a `checkpoint-N` directory holding the marker file)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = []
+    for d in root.iterdir():
+        m = _CHECKPOINT.match(d.name)
+        if m and d.is_dir():
+            if (d / COMPLETE_MARKER).is_file():
+                found.append((int(m.group(1)), d))
+            else:
+                log.warning("ignoring %s: no %s, so it may be incomplete", d, COMPLETE_MARKER)
+    return max(found)[1] if found else None
+
+
+def _fsync_tree(path: Path) -> None:
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SymtuneTrainer(SFTTrainer):
+    def __init__(self, *args, target_only_head: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._staging_root: str | None = None
+        self.tokens_seen = 0
+        self.target_tokens_seen = 0
+        self.target_only_head = False
+        if target_only_head:
+            from .head import add_target_only_head
+
+            base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+            self.target_only_head = add_target_only_head(base)
+
+    # ---- token counts -------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            real = inputs.pop("num_real_tokens", None)
+            if real is None:
+                real = inputs["attention_mask"].sum() if "attention_mask" in inputs else inputs["input_ids"].numel()
+            targets = (inputs["labels"][:, 1:] != IGNORE).sum()
+            counts = torch.stack([torch.as_tensor(real, device=targets.device), targets])
+            counts = self.accelerator.reduce(counts, reduction="sum") if self.accelerator.num_processes > 1 else counts
+            self.tokens_seen += int(counts[0])
+            self.target_tokens_seen += int(counts[1])
+        else:
+            inputs.pop("num_real_tokens", None)
+        loss = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            self._metrics["train"]["num_tokens"] = [self.tokens_seen]
+            self._metrics["train"]["num_target_tokens"] = [self.target_tokens_seen]
+        return loss
+
+    # ---- atomic checkpoints -------------------------------------------------------------------
+    def _get_output_dir(self, trial):
+        return self._staging_root or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial):
+        root = Path(self.args.output_dir)
+        staging = root / ".staging"
+        name = f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(staging / name, ignore_errors=True)
+            staging.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = str(staging)
+        try:
+            Trainer._save_checkpoint(self, model, trial)  # not TRL's, which also writes a model card each time
+            self.accelerator.wait_for_everyone()
+            if self.args.should_save:
+                src = staging / name
+                (src / COMPLETE_MARKER).write_text(json.dumps({"step": self.state.global_step, "time": time.time()}))
+                _fsync_tree(src)
+                dst = root / name
+                if dst.exists():  # the same step saved again (e.g. the final save after a resume)
+                    old = staging / f"{name}.old"
+                    shutil.rmtree(old, ignore_errors=True)
+                    dst.rename(old)
+                    src.rename(dst)
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    src.rename(dst)
+                rotate_checkpoints(str(root), save_total_limit=self.args.save_total_limit)
+                try:
+                    staging.rmdir()
+                except OSError:
+                    pass  # not empty: another process's files (multi-node without a shared disk)
+        except OSError as e:
+            if self.args.should_save:
+                shutil.rmtree(staging / name, ignore_errors=True)
+            prev = last_checkpoint(root)
+            full = " (disk full)" if e.errno == errno.ENOSPC else ""
+            raise TuneError(
+                f"could not write {name}{full}: {e}. Nothing was corrupted: the previous checkpoint "
+                f"{prev if prev else '(none)'} is intact. Free space and rerun with --resume."
+            ) from e
+        finally:
+            self._staging_root = None
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Every log entry (loss, lr, grad norm, tokens, throughput, eval results) as one JSON line."""
+
+    def __init__(self, path: str | Path, trainer_ref: Callable[[], SymtuneTrainer]):
+        self.path = Path(path)
+        self.trainer_ref = trainer_ref
+        self._last = None  # (time, tokens, target tokens) at the previous log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        t = self.trainer_ref()
+        self._last = (time.time(), t.tokens_seen, t.target_tokens_seen)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        entry = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        if "loss" in logs and self._last is not None:
+            t = self.trainer_ref()
+            now = time.time()
+            dt = max(now - self._last[0], 1e-9)
+            entry["tokens_per_s"] = (t.tokens_seen - self._last[1]) / dt
+            entry["target_tokens_per_s"] = (t.target_tokens_seen - self._last[2]) / dt
+            self._last = (now, t.tokens_seen, t.target_tokens_seen)
+        with self.path.open("a") as f:
+            f.write(json.dumps(entry, default=float) + "\n")
+
+
+class EvalHookCallback(TrainerCallback):
+    """Calls `eval_fn(model, tokenizer) -> dict` every `every` steps (and before the first) and logs the result.
+
+    The function runs on every process (needed when weights are sharded, as with FSDP), in eval mode and
+    without gradients; its numbers are logged with an `icl/` prefix beside the loss.
+    """
+
+    def __init__(self, eval_fn: Callable, every: int, trainer_ref: Callable[[], SymtuneTrainer], at_start: bool = True):
+        self.eval_fn, self.every, self.trainer_ref, self.at_start = eval_fn, every, trainer_ref, at_start
+        self.history: list[dict] = []
+
+    def _run(self, state):
+        t = self.trainer_ref()
+        model = t.accelerator.unwrap_model(t.model)
+        was_training = model.training
+        model.eval()
+        start = time.time()
+        try:
+            with torch.no_grad():
+                result = self.eval_fn(model, t.processing_class)
+        finally:
+            model.train(was_training)
+        if not isinstance(result, dict):
+            raise TuneError(f"eval_fn must return a dict of numbers, got {type(result).__name__}")
+        logs = {f"icl/{k}": float(v) for k, v in result.items()}
+        logs["icl/seconds"] = time.time() - start
+        self.history.append({"step": state.global_step, **logs})
+        Trainer.log(t, logs)  # Trainer's, not TRL's: TRL's would flush the running train metrics here
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.at_start and state.global_step == 0:
+            self._run(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.every and state.global_step % self.every == 0:
+            self._run(state)
+
+
+class TimeLimitCallback(TrainerCallback):
+    def __init__(self, minutes: float):
+        self.seconds = minutes * 60
+        self.start = None
+        self.stopped_at = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.time() - self.start > self.seconds:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
