@@ -7,6 +7,7 @@ import logging
 import sys
 
 from . import __version__
+from .tables import format_table
 
 
 def _tasks(args) -> int:
@@ -32,7 +33,7 @@ def _tasks(args) -> int:
                 spec.hub.path + (f":{spec.hub.name}" if spec.hub and spec.hub.name else "") if spec.hub else "-",
             ]
         )
-    print(_table(["task", "role", "type", "labels", "local", "local splits (rows)", "hub"], rows))
+    print(format_table(["task", "role", "type", "labels", "local", "local splits (rows)", "hub"], rows))
     n_local = sum(r[4] == "yes" for r in rows)
     print(f"\n{len(rows)} tasks, {n_local} available locally; * = in the paper's tuning or evaluation set")
     return 0
@@ -46,12 +47,6 @@ def _count_lines(d, split) -> int:
         with path.open("rb") as f:
             return sum(1 for line in f if line.strip())
     return -1
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def _mixture(args) -> int:
@@ -77,8 +72,40 @@ def _mixture(args) -> int:
     for task, info in manifest["tasks"].items():
         skipped = sum(info.get("skipped", {}).values())
         rows.append([task, str(info["count"]), str(skipped), info.get("error", "")])
-    print(_table(["task", "prompts", "skipped", "error"], rows))
+    print(format_table(["task", "prompts", "skipped", "error"], rows))
     print(f"\n{manifest['total']} records -> {args.out} (records.jsonl sha256 {manifest['sha256']['records.jsonl'][:12]})")
+    return 0
+
+
+def _eval(args) -> int:
+    from .evaluate import EvalConfig, evaluate, format_results
+
+    config = EvalConfig(
+        model=args.model,
+        out=args.out or f"runs/eval-{args.model.rstrip('/').split('/')[-1]}",
+        adapter=args.adapter,
+        server=args.server,
+        api_key=args.api_key,
+        dtype=args.dtype,
+        device=args.device,
+        batch_size=args.batch_size,
+        suite=args.suite,
+        tasks=args.tasks,
+        settings=args.settings,
+        data_dir=args.data_dir,
+        max_queries=args.max_queries,
+        limit=args.limit,
+        k=args.k,
+        seed=args.seed,
+        trials=args.trials,
+        fmt=args.format,
+        max_tokens=args.max_tokens,
+        generate=not args.no_generate,
+        max_new_tokens=args.max_new_tokens,
+    )
+    results = evaluate(config, progress=not args.quiet)
+    print(format_results(results))
+    print(f"results: {config.out}/results.json, samples: {config.out}/samples.jsonl")
     return 0
 
 
@@ -115,6 +142,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_mixture)
+
+    from .episodes import EVAL_SETTINGS
+
+    sp = sub.add_parser("eval", help="measure a model's in-context learning (the paper's suite)")
+    data_args(sp)
+    sp.add_argument("--model", default="smollm2-135m", help="alias, hub id, local dir or .gguf file")
+    sp.add_argument("--adapter", help="PEFT adapter directory")
+    sp.add_argument("--server", help="OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
+    sp.add_argument("--api-key")
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--batch-size", type=int, default=8)
+    sp.add_argument("--suite", default="paper", choices=["paper", "icl", "algorithmic"])
+    sp.add_argument("--tasks", nargs="+", help="evaluation tasks (default: the 11 held-out tasks)")
+    sp.add_argument("--settings", nargs="+", default=list(EVAL_SETTINGS), choices=list(EVAL_SETTINGS))
+    sp.add_argument("--max-queries", type=int, default=100, help="queries per task (the paper: 100)")
+    sp.add_argument("--limit", type=int, help="evaluate only the first N of each task's queries")
+    sp.add_argument("--k", type=int, default=4, help="exemplars per class")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--trials", type=int, default=1, help="independent exemplar draws (error bars)")
+    sp.add_argument("--format", default="input_output", help="input-label format")
+    sp.add_argument("--max-tokens", type=int, help="prompt budget (default: the model's context, at most 2048)")
+    sp.add_argument("--no-generate", action="store_true", help="rank classification only")
+    sp.add_argument("--max-new-tokens", type=int, default=8)
+    sp.add_argument("--out", help="output directory (default runs/eval-<model>)")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=_eval)
     return p
 
 

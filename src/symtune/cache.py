@@ -1,0 +1,72 @@
+"""A resumable, append-only cache of per-query model outputs.
+
+Each line is {"key": sha256, "value": ...}. The key hashes everything the value depends on (the model's
+identity, the whole prompt, the candidates, the scoring rule and its options), so an interrupted run
+resumes without recomputing finished queries and a changed configuration never reuses a stale value.
+Lines are flushed and fsynced per batch; a line cut short by a kill is ignored on the next load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class ResultCache:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.values: dict[str, object] = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            with self.path.open("rb") as f:
+                data = f.read()
+            good = 0
+            for line in data.splitlines(keepends=True):
+                try:
+                    rec = json.loads(line)
+                    self.values[rec["key"]] = rec["value"]
+                except (ValueError, KeyError, TypeError):
+                    break  # a torn last line: drop it and everything after
+                if not line.endswith(b"\n"):
+                    break
+                good += len(line)
+            if good != len(data):
+                with self.path.open("r+b") as f:
+                    f.truncate(good)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def get(self, key: str):
+        return self.values.get(key)
+
+    def put_many(self, items: dict[str, object]) -> None:
+        if not items:
+            return
+        with self.path.open("a", encoding="utf-8") as f:
+            for k, v in items.items():
+                f.write(json.dumps({"key": k, "value": v}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.values.update(items)
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a file through a temporary sibling and a rename: readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)

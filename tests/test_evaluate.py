@@ -1,0 +1,139 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from symtune.cache import ResultCache
+from symtune.evaluate import EvalConfig, EvalError, evaluate, plan_icl
+from symtune.scoring import HFBackend
+
+TASKS = ["raft_overruling", "tweet_eval_stance_hillary"]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_model):
+    model, tok = tiny_model
+    return HFBackend(model, tok, batch_size=8, identity={"backend": "hf", "model": "tiny-random-llama"})
+
+
+def _config(data_dir, out, **kw):
+    base = dict(out=str(out), data_dir=str(data_dir), suite="icl", tasks=TASKS, limit=3, max_new_tokens=3)
+    return EvalConfig(**{**base, **kw})
+
+
+def test_plan_covers_settings_and_flips_only_binary(backend, data_dir, tmp_path):
+    items, report = plan_icl(_config(data_dir, tmp_path), backend)
+    by = {(it["task"], it["setting"]) for it in items}
+    assert ("raft_overruling", "flipped") in by and ("tweet_eval_stance_hillary", "flipped") not in by
+    assert len(items) == 3 * 5 + 3 * 4
+    assert report["tweet_eval_stance_hillary"]["query_split"] == "test"
+    # the same queries at a smaller limit are a prefix, with identical prompts
+    small, _ = plan_icl(_config(data_dir, tmp_path, limit=2), backend)
+    big = {it["id"]: it["prompt"] for it in items}
+    assert all(big[it["id"]] == it["prompt"] for it in small)
+
+
+def test_results_and_samples_written_and_consistent(backend, data_dir, tmp_path):
+    res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
+    assert res["complete"]
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["icl"]["summary"] == json.loads(json.dumps(res["icl"]["summary"]))
+    samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 27
+    for s in samples:
+        assert len(s["logprobs"]) == len(s["candidates"]) and s["gold"] in s["candidates"]
+        assert s["correct"]["acc"] == (s["predictions"]["acc"] == s["gold"])
+        assert s["correct"]["gen_acc"] == (s["gen_prediction"] == s["gold"])
+    summary = res["icl"]["summary"]["natural"]
+    per_task = res["icl"]["per_task"]["natural"]
+    assert summary["acc"] == pytest.approx(sum(t["acc"] for t in per_task.values()) / 2)
+    assert summary["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
+    lo, hi = summary["acc_ci95"]
+    assert lo <= summary["acc"] <= hi
+
+
+def test_rerun_reuses_cache_and_changed_config_does_not(backend, data_dir, tmp_path):
+    evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
+    calls = []
+    orig = backend.loglikelihoods
+
+    def spy(reqs):
+        calls.append(len(reqs))
+        return orig(reqs)
+
+    backend.loglikelihoods = spy
+    try:
+        res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
+        assert calls == [] and res["timing"]["resumed_from_cache"] == 54
+        evaluate(_config(data_dir, tmp_path, k=2), backend=backend, progress=False)  # other prompts: new keys
+        assert sum(calls) == 27
+    finally:
+        del backend.loglikelihoods
+
+
+def test_cache_key_includes_model_identity(backend, data_dir, tmp_path, tiny_model):
+    evaluate(_config(data_dir, tmp_path, generate=False, settings=["natural"]), backend=backend, progress=False)
+    other = HFBackend(*tiny_model, identity={"backend": "hf", "model": "another"})
+    calls = []
+    orig = other.loglikelihoods
+    other.loglikelihoods = lambda r: calls.append(len(r)) or orig(r)
+    evaluate(_config(data_dir, tmp_path, generate=False, settings=["natural"]), backend=other, progress=False)
+    assert sum(calls) == 6
+
+
+def test_torn_cache_line_is_dropped(tmp_path):
+    c = ResultCache(tmp_path / "c.jsonl")
+    c.put_many({"a": 1, "b": 2})
+    with (tmp_path / "c.jsonl").open("a") as f:
+        f.write('{"key": "c", "val')
+    c2 = ResultCache(tmp_path / "c.jsonl")
+    assert c2.values == {"a": 1, "b": 2}
+    c2.put_many({"d": 4})
+    assert ResultCache(tmp_path / "c.jsonl").values == {"a": 1, "b": 2, "d": 4}
+
+
+def test_trials_give_spread_and_differ(backend, data_dir, tmp_path):
+    res = evaluate(_config(data_dir, tmp_path, trials=2, generate=False, settings=["symbol"]), backend=backend, progress=False)
+    st = res["icl"]["summary"]["symbol"]
+    assert len(st["acc_trials"]) == 2 and "acc_trial_std" in st
+
+
+def test_bad_config_errors():
+    with pytest.raises(EvalError, match="unknown suite"):
+        EvalConfig(suite="mmlu")
+    with pytest.raises(ValueError, match="unknown setting"):
+        EvalConfig(settings=["natural", "upside-down"])
+
+
+def test_context_budget_drops_exemplars_and_reports(backend, data_dir, tmp_path):
+    items, report = plan_icl(_config(data_dir, tmp_path, max_tokens=300, settings=["natural"]), backend)
+    info = report["tweet_eval_stance_hillary"]
+    assert info["trimmed"] > 0 or info["skipped"]
+    assert all(backend.count_tokens(it["prompt"] + " " + it["gold"]) <= 300 for it in items)
+
+
+@pytest.mark.slow
+def test_cli_killed_midway_resumes_without_redoing(data_dir, tmp_path):
+    """kill -9 during a real run, rerun: finished queries come from the cache, the result is complete."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "symtune.cli", "eval", "--model", "smollm2-135m", "--suite", "icl", "--data-dir",
+           str(data_dir), "--tasks", "raft_overruling", "--limit", "12", "--settings", "natural", "symbol",
+           "--no-generate", "--out", str(out), "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    cache = out / "cache.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (cache.exists() and cache.read_text().count("\n") >= 1):
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = cache.read_text().count("\n")
+    assert 1 <= done < 24 and not (out / "results.json").exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert res["complete"] and res["timing"]["resumed_from_cache"] == done
+    assert res["icl"]["summary"]["natural"]["n"] == 12
