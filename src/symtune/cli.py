@@ -109,6 +109,14 @@ def _eval(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from .pipeline import load_run_config, run_pipeline
+
+    config = load_run_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir)
+    run_pipeline(config, from_stage=args.from_stage, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="symtune", description=__doc__)
     p.add_argument("--version", action="version", version=f"symtune {__version__}")
@@ -169,6 +177,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output directory (default runs/eval-<model>)")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_eval)
+
+    from .tune import add_tune_parser
+
+    add_tune_parser(sub)
+
+    from .pipeline import STAGES
+
+    sp = sub.add_parser("run", help="the whole pipeline: mixture, tune, evaluate base and tuned, report")
+    sp.add_argument("config", nargs="?", help="run config YAML (default: the built-in offline CPU run)")
+    sp.add_argument("--data-dir", help="local data directory (overrides the config)")
+    sp.add_argument("--out", help="run directory (overrides the config)")
+    sp.add_argument("--model", help="base model (overrides the config)")
+    sp.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and the ones after it")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=_run)
     return p
 
 

@@ -1,0 +1,178 @@
+"""`symtune run`: mixture -> tune -> evaluate the base model -> evaluate the tuned model -> report.
+
+Each stage writes into `<run>/stages/<stage>-<key>`, where the key hashes the stage's own configuration and
+the keys of the stages it reads. A stage whose directory holds a `.done` marker with its key is skipped, so
+a finished run does no work again and a changed configuration redoes exactly the stages it changes. An
+interrupted stage resumes: tuning from its last checkpoint, evaluation from its per-query cache.
+`state.json` in the run directory records every stage's directory, key, status and duration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .cache import write_atomic
+
+STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "runs" / "default.yaml"
+
+
+class PipelineError(ValueError):
+    """A run configuration or run directory that cannot be used."""
+
+
+@dataclass
+class RunConfig:
+    """One end-to-end run. `mixture`, `tune` and `eval` hold the options of MixtureConfig, of tune() (with
+    `preset`) and of EvalConfig; `out` is the run directory, `model` the base model, `data_dir` the local
+    data (None: the hub)."""
+
+    out: str = "runs/default"
+    model: str = "smollm2-135m"
+    data_dir: str | None = None
+    seed: int = 0
+    mixture: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=lambda: {"preset": "cpu-small"})
+    eval: dict = field(default_factory=dict)
+
+
+def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
+    path = Path(path) if path else DEFAULT_CONFIG
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise PipelineError(f"{path}: cannot read run config: {e}") from None
+    known = set(RunConfig.__dataclass_fields__)
+    bad = sorted(set(raw) - known)
+    if bad:
+        raise PipelineError(f"{path}: unknown field(s) {bad}; known: {sorted(known)}")
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(**raw)
+
+
+def _key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Run:
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.dir = Path(config.out)
+        self.state_path = self.dir / "state.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
+        self.state["config"] = asdict(config)
+
+    def stage_dir(self, name: str, key: str) -> Path:
+        return self.dir / "stages" / f"{name}-{key}"
+
+    def is_done(self, name: str, key: str) -> bool:
+        marker = self.stage_dir(name, key) / ".done"
+        return marker.exists() and marker.read_text().strip() == key
+
+    def record(self, name: str, key: str, status: str, seconds: float | None = None) -> None:
+        entry = {"dir": str(self.stage_dir(name, key).relative_to(self.dir)), "key": key, "status": status}
+        if seconds is not None:
+            entry["seconds"] = round(seconds, 1)
+        self.state["stages"][name] = entry
+        write_atomic(self.state_path, json.dumps(self.state, indent=2) + "\n")
+
+    def finish(self, name: str, key: str, seconds: float) -> None:
+        (self.stage_dir(name, key) / ".done").write_text(key + "\n")
+        self.record(name, key, "done", seconds)
+
+
+def _eval_config(config: RunConfig, model: str, out: Path):
+    from .evaluate import EvalConfig
+
+    opts = {"seed": config.seed, **config.eval}
+    return EvalConfig(model=model, out=str(out), data_dir=config.data_dir, **opts)
+
+
+def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: bool = True, say=print) -> dict:
+    """Run (or resume) every stage; returns state.json's content."""
+    from .evaluate import evaluate, format_results
+    from .mixture import MixtureConfig, build_mixture
+    from .models import model_identity
+
+    if from_stage is not None and from_stage not in STAGES:
+        raise PipelineError(f"unknown stage {from_stage!r}; choose from {', '.join(STAGES)}")
+    run = Run(config)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(run.dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
+    redo = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
+    t_run = time.time()
+    base_id = model_identity(config.model)
+
+    mix_cfg = MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
+    keys = {"mixture": _key("mixture", asdict(mix_cfg))}
+    tune_opts = dict(config.tune)
+    keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
+    eval_base_cfg = _eval_config(config, config.model, Path("."))
+    eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")}
+    keys["eval_base"] = _key("eval", base_id, eval_opts)
+    keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
+    keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
+
+    def stage(i: int, name: str, work) -> Path:
+        key, d = keys[name], run.stage_dir(name, keys[name])
+        elapsed = time.time() - t_run
+        if name in redo and d.exists():
+            shutil.rmtree(d)
+        if run.is_done(name, key):
+            say(f"[{i}/{len(STAGES)}] {name}: done earlier ({d.relative_to(run.dir)}), skipped")
+            run.record(name, key, "done", run.state["stages"].get(name, {}).get("seconds"))
+            return d
+        say(f"[{i}/{len(STAGES)}] {name} -> {d.relative_to(run.dir)} (run time so far {elapsed / 60:.1f} min)")
+        run.record(name, key, "running")
+        t0 = time.time()
+        work(d)
+        run.finish(name, key, time.time() - t0)
+        say(f"[{i}/{len(STAGES)}] {name} finished in {(time.time() - t0) / 60:.1f} min")
+        return d
+
+    def do_mixture(d: Path) -> None:
+        build_mixture(mix_cfg, d, overwrite=True, progress=progress)
+
+    mixture_dir = stage(1, "mixture", do_mixture)
+
+    def do_tune(d: Path) -> None:
+        from .tune import tune
+
+        opts = dict(tune_opts)
+        preset = opts.pop("preset", "cpu-small")
+        resume = (d / "checkpoints").exists()
+        if resume:
+            say("  resuming tuning from its last checkpoint")
+        tune(config.model, str(mixture_dir), str(d), preset=preset, resume=resume, overwrite=not resume, seed=config.seed, **opts)
+
+    tune_dir = stage(2, "tune", do_tune)
+
+    results = {}
+
+    def do_eval(model: str, tag: str):
+        def work(d: Path) -> None:
+            results[tag] = evaluate(_eval_config(config, model, d), progress=progress)
+            say(format_results(results[tag]))
+
+        return work
+
+    stage(3, "eval_base", do_eval(config.model, "base"))
+    stage(4, "eval_tuned", do_eval(str(tune_dir), "tuned"))
+
+    def do_report(d: Path) -> None:
+        d.mkdir(parents=True, exist_ok=True)
+        from .report import build_report
+
+        path = build_report([run.dir], out=run.dir)
+        say(f"  report: {path}")
+
+    stage(5, "report", do_report)
+    say(f"run finished in {(time.time() - t_run) / 60:.1f} min: {run.dir}")
+    return run.state
