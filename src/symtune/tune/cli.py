@@ -49,7 +49,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run_tune(args) -> int:
-    from .run import tune
+    from .recipe import tune
 
     options = {f.name: getattr(args, f.name) for f in fields(TuneConfig)
                if f.name not in _NOT_FLAGS + _REQUIRED and getattr(args, f.name, None) is not None}

@@ -52,7 +52,7 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     if not config.model or not config.mixture or not config.out:
         raise TuneError("model, mixture and out are required")
     out = Path(config.out)
-    state = PartialState()
+    state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     main = state.is_main_process
     resume_from = _prepare_out_dir(out, config, resume=resume, overwrite=overwrite, main=main)
     state.wait_for_everyone()
@@ -167,23 +167,26 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
 
 # ---- helpers ------------------------------------------------------------------------------------
 
-def check_launch_environment() -> None:
-    """Fail clearly when `accelerate launch` asked for GPUs (FSDP, DeepSpeed, multi-GPU) on a machine without."""
+def has_accelerator() -> bool:
     import torch
 
-    if torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available()):
+    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
+
+
+def check_launch_environment() -> None:
+    """Fail clearly when `accelerate launch` asked for GPUs (FSDP, DeepSpeed, multi-GPU) on a machine without."""
+    if has_accelerator():
         return
+    flag = lambda var: os.environ.get(var, "").lower() in ("1", "true", "yes")  # noqa: E731
     wanted = [name for var, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"))
-              if os.environ.get(var, "").lower() in ("1", "true")]
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("ACCELERATE_USE_CPU", "").lower() not in (
-            "1", "true") and os.environ.get("ACCELERATE_LAUNCHED_DISTRIBUTED_TYPE", "") != "MULTI_CPU":
-        backend = os.environ.get("ACCELERATE_DISTRIBUTED_BACKEND") or os.environ.get("TORCH_DISTRIBUTED_BACKEND", "")
-        if backend not in ("gloo",):
-            wanted.append("multi-GPU DDP")
+              if flag(var)]
+    if not wanted and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not flag("ACCELERATE_USE_CPU"):
+        wanted.append(f"{os.environ['WORLD_SIZE']}-process GPU data parallelism")
     if wanted:
-        raise TuneError(f"this launch asks for {', '.join(wanted)}, which needs CUDA GPUs, but none is visible. "
-                        "On CPUs use `accelerate launch --config_file configs/accelerate/cpu_ddp.yaml ...` "
-                        "(or run `symtune tune` directly for one process)")
+        raise TuneError(
+            f"this launch asks for {' and '.join(wanted)}, which needs GPUs, but none is visible. On CPUs, run "
+            "`symtune tune` directly (one process), or for CPU data parallelism: `ACCELERATE_USE_CPU=1 accelerate "
+            "launch --config_file configs/accelerate/cpu_ddp.yaml -m symtune.tune ...`")
 
 
 def _prepare_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool, main: bool) -> Path | None:
@@ -257,11 +260,14 @@ def _sft_config(config: TuneConfig, out: Path, precision: str, grad_accum: int):
 
     with warnings.catch_warnings():  # TRL's `gradient_checkpointing` is transformers' deprecated alias
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
-        return _make_sft_config(SFTConfig, config, out, precision, grad_accum, torch.cuda.is_available())
+        return _make_sft_config(SFTConfig, config, out, precision, grad_accum, torch.cuda.is_available(),
+                                use_cpu=not has_accelerator())
 
 
-def _make_sft_config(SFTConfig, config: TuneConfig, out: Path, precision: str, grad_accum: int, cuda: bool):
+def _make_sft_config(SFTConfig, config: TuneConfig, out: Path, precision: str, grad_accum: int, cuda: bool,
+                     use_cpu: bool):
     return SFTConfig(
+        use_cpu=use_cpu,
         output_dir=str(out / "checkpoints"),
         max_steps=config.max_steps,
         per_device_train_batch_size=config.micro_batch_size,
@@ -270,7 +276,7 @@ def _make_sft_config(SFTConfig, config: TuneConfig, out: Path, precision: str, g
         lr_scheduler_type=config.lr_scheduler,
         warmup_steps=config.warmup_steps,
         weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm or None,
+        max_grad_norm=config.max_grad_norm,  # 0: no clipping
         optim="adamw_torch",  # replaced by optimizer_cls_and_kwargs for Adafactor
         bf16=precision == "bf16-mixed",
         fp16=False,
