@@ -109,6 +109,20 @@ def _eval(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from .evaluate import EvalConfig, TokenCounter, plan_icl
+    from .export import export_lm_eval
+    from .models import load_tokenizer
+
+    config = EvalConfig(suite="icl", tasks=args.tasks, settings=args.settings, data_dir=args.data_dir,
+                        max_queries=args.max_queries, limit=args.limit, k=args.k, seed=args.seed, fmt=args.format)
+    items, _ = plan_icl(config, TokenCounter(load_tokenizer(args.tokenizer), args.max_tokens))
+    names = export_lm_eval(items, args.out)
+    print(f"{len(names)} lm-eval tasks (group 'symtune') -> {args.out}")
+    print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out} --tasks symtune")
+    return 0
+
+
 def _run(args) -> int:
     from .pipeline import load_run_config, run_pipeline
 
@@ -177,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="output directory (default runs/eval-<model>)")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_eval)
+
+    sp = sub.add_parser("export", help="export the evaluation suite for another harness")
+    sp.add_argument("harness", choices=["lm-eval"])
+    data_args(sp)
+    sp.add_argument("--suite", default="paper", choices=["paper", "icl"], help="the classification part is exported")
+    sp.add_argument("--tasks", nargs="+")
+    sp.add_argument("--settings", nargs="+", default=list(EVAL_SETTINGS), choices=list(EVAL_SETTINGS))
+    sp.add_argument("--max-queries", type=int, default=100)
+    sp.add_argument("--limit", type=int)
+    sp.add_argument("--k", type=int, default=4)
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--format", default="input_output")
+    sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer for the prompt budget")
+    sp.add_argument("--max-tokens", type=int, default=2048)
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=_export)
 
     from .tune import add_tune_parser
 

@@ -93,6 +93,17 @@ class EvalConfig:
             raise EvalError(f"--limit must be >= 1, got {self.limit}")
 
 
+class TokenCounter:
+    """What planning needs from a backend, from a tokenizer alone (for `symtune export` without a model)."""
+
+    def __init__(self, tokenizer, max_length: int = 2048):
+        self.tokenizer, self.max_length = tokenizer, max_length
+        self.identity = {"tokenizer": getattr(tokenizer, "name_or_path", "")}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text).input_ids)
+
+
 def make_backend(config: EvalConfig):
     from .scoring import OpenAICompletionsBackend, hf_backend
 
