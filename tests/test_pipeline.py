@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from symtune.pipeline import PipelineError, RunConfig, load_run_config, run_pipeline
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tiny_model, tmp_path_factory):
+    """The tiny random Llama saved as a local model directory, as a user's own model would be."""
+    model, tok = tiny_model
+    d = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return str(d)
+
+
+def _config(tiny_dir, data_dir, out, **eval_kw):
+    return RunConfig(
+        out=str(out), model=tiny_dir, data_dir=str(data_dir),
+        mixture={"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2, "tokenizer": None, "max_tokens": None},
+        tune={"preset": "cpu-small", "max_steps": 2, "batch_size": 2, "save_steps": 1, "pack_length": 512, "warmup_steps": 0},
+        eval={"suite": "icl", "tasks": ["raft_overruling"], "settings": ["natural", "flipped"], "limit": 2, "max_new_tokens": 2, **eval_kw},
+    )  # fmt: skip
+
+
+def test_default_config_loads_and_bad_fields_are_named(tmp_path):
+    c = load_run_config(data_dir="D")
+    assert c.model == "smollm2-135m" and c.data_dir == "D" and c.tune["preset"] == "cpu-small"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x\nepochs: 3\n")
+    with pytest.raises(PipelineError, match=r"bad.yaml: unknown field\(s\) \['epochs'\]"):
+        load_run_config(bad)
+
+
+def test_run_end_to_end_then_rerun_does_nothing(tiny_dir, data_dir, tmp_path):
+    lines = []
+    state = run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lines.append)
+    assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
+    base = json.loads((tmp_path / "run" / state["stages"]["eval_base"]["dir"] / "results.json").read_text())
+    tuned = json.loads((tmp_path / "run" / state["stages"]["eval_tuned"]["dir"] / "results.json").read_text())
+    assert base["complete"] and tuned["complete"]
+    assert base["model"] != tuned["model"]  # the tuned model is really the one evaluated
+    assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "report.html").exists()
+
+    again = []
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=again.append)
+    assert sum("skipped" in x for x in again) == 5
+
+    # a changed evaluation config redoes the evaluations and the report, not the mixture or the tuning
+    third = []
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run", k=2), progress=False, say=third.append)
+    skipped = [x.split("]")[1].split(":")[0].strip() for x in third if "skipped" in x]
+    assert skipped == ["mixture", "tune"]
+
+
+def test_from_stage_redoes_it(tiny_dir, data_dir, tmp_path):
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lambda s: None)
+    lines = []
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), from_stage="eval_tuned", progress=False, say=lines.append)
+    assert sum("skipped" in x for x in lines) == 3
+    with pytest.raises(PipelineError, match="unknown stage"):
+        run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), from_stage="deploy")
