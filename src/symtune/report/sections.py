@@ -1,0 +1,286 @@
+"""The sections of one run's report, as blocks (see document.py): Table 1, per task, flipped labels,
+algorithmic reasoning, training, and the run's config and data identities."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..episodes import EVAL_SETTINGS, SETTINGS
+from ..metrics import pct
+from .figures import bar_figure, evaluation_points, loss_figure
+from .paired import algorithmic_delta, icl_delta
+from .runs import Evaluation, Run
+
+METRIC_TITLES = {
+    "gen_acc": "Generation accuracy: greedy answer, exact match after light normalisation (the paper's likely rule)",
+    "acc": "Rank accuracy: the label with the highest summed log-likelihood",
+}
+LABELS = {"natural": "✓", "symbol": "✗ (symbols)", "flipped": "flipped"}
+
+
+def signed(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}"
+
+
+def with_ci(stats: dict | None, m: str) -> str:
+    """"48.7 [40.1, 57.0]" (+ the spread over exemplar draws when there were several)."""
+    if not stats or stats.get(m) is None:
+        return "-"
+    text = pct(stats[m])
+    if stats.get(f"{m}_ci95"):
+        lo, hi = stats[f"{m}_ci95"]
+        text += f" [{pct(lo)}, {pct(hi)}]"
+    if f"{m}_trial_std" in stats:
+        text += f" sd {pct(stats[f'{m}_trial_std'])} over {len(stats[f'{m}_trials'])} draws"
+    return text
+
+
+def delta_cell(d: dict | None, b: float | None = None, t: float | None = None) -> str:
+    if d is not None:
+        lo, hi = d["ci95"]
+        return f"{signed(d['delta'])} [{signed(lo)}, {signed(hi)}]"
+    if b is not None and t is not None:
+        return f"{signed(t - b)} (no interval)"
+    return "-"
+
+
+def arrow(b: float | None, t: float | None, paired: bool) -> str:
+    return f"{pct(b)} → {pct(t)}" if paired else pct(b if b is not None else t)
+
+
+def settings_of(evals: list[Evaluation]) -> list[str]:
+    seen = [s for e in evals for s in (e.results.get("icl") or {}).get("summary", {})]
+    return [s for s in EVAL_SETTINGS if s in seen] + sorted({s for s in seen if s not in EVAL_SETTINGS})
+
+
+def icl_summary(e: Evaluation | None, setting: str) -> dict | None:
+    return ((e.results.get("icl") or {}).get("summary") or {}).get(setting) if e else None
+
+
+def _per_task(e: Evaluation | None, setting: str) -> dict:
+    return ((e.results.get("icl") or {}).get("per_task") or {}).get(setting) or {} if e else {}
+
+
+def icl_deltas(run: Run) -> dict:
+    """{(setting, metric): paired delta or None}, for both evaluations' common settings."""
+    out = {}
+    if not (run.base and run.tuned):
+        return out
+    for s in settings_of(run.evaluations):
+        for m in ("acc", "gen_acc", "acc_norm_tokens", "acc_norm_chars"):
+            out[(s, m)] = icl_delta(run.base.rows("icl", s), run.tuned.rows("icl", s), m)
+    return out
+
+
+def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
+    evals = [e for e in run.evaluations if "icl" in e.results]
+    blocks: list[tuple] = [("h", 2, "In-context learning: the Table-1 comparison")]
+    if not evals:
+        return blocks + [("p", "No in-context-learning results in this run (no evaluation stage, or the suite was "
+                                "`algorithmic` only).")]  # fmt: skip
+    paired = run.base is not None and run.tuned is not None and all("icl" in e.results for e in (run.base, run.tuned))
+    b, t = (run.base, run.tuned) if paired else (evals[0], None)
+    if not paired:
+        blocks.append(("p", f"Only one evaluation ({evals[0].label}); no base-vs-tuned comparison. "
+                            + ("No tuned evaluation in this run." if run.tuned is None else "No base evaluation in this run.")))  # fmt: skip
+    settings = settings_of(evals)
+    for m, title in METRIC_TITLES.items():
+        if all((icl_summary(e, s) or {}).get(m) is None for e in evals for s in settings):
+            blocks += [("h", 3, title), ("p", "Not scored in this run (the evaluation ran without generation).")]
+            continue
+        head = ["setting", "relevant labels", "instruction", "chance %"]
+        head += [f"{b.label} % [95% CI]", "tuned % [95% CI]", "Δ points [95% CI, paired]"] if paired else [f"{b.label} % [95% CI]"]
+        if m == "gen_acc":
+            head.append("answers in label set %")
+        rows = []
+        for s in settings:
+            sb, st = icl_summary(b, s), icl_summary(t, s)
+            meta = SETTINGS.get(s)
+            row = [s, LABELS.get(meta.labels, "?") if meta else "?", ("✓" if meta.instruction else "✗") if meta else "?",
+                   pct((sb or st or {}).get("chance"))]  # fmt: skip
+            row.append(with_ci(sb, m))
+            if paired:
+                row += [with_ci(st, m), delta_cell(deltas.get((s, m)), (sb or {}).get(m), (st or {}).get(m))]
+            if m == "gen_acc":
+                row.append(arrow((sb or {}).get("gen_in_label_set"), (st or {}).get("gen_in_label_set"), paired))
+            rows.append(row)
+        blocks += [("h", 3, title), ("table", head, rows)]
+    if paired:
+        blocks.append(("p", _pairing_note(deltas)))
+        norm = [[s, pct((icl_summary(b, s) or {}).get("acc")) + " → " + pct((icl_summary(t, s) or {}).get("acc")),
+                 arrow((icl_summary(b, s) or {}).get("acc_norm_tokens"), (icl_summary(t, s) or {}).get("acc_norm_tokens"), True),
+                 delta_cell(deltas.get((s, "acc_norm_tokens"))),
+                 arrow((icl_summary(b, s) or {}).get("acc_norm_chars"), (icl_summary(t, s) or {}).get("acc_norm_chars"), True),
+                 delta_cell(deltas.get((s, "acc_norm_chars")))] for s in settings]  # fmt: skip
+        blocks += [("p", "Rank accuracy with length-normalised scores (the summed log-likelihood divided by the "
+                         "label's number of tokens, or of characters), base → tuned:"),
+                   ("table", ["setting", "rank (sum) %", "per token %", "Δ per token", "per character %", "Δ per character"], norm)]  # fmt: skip
+    panels = []
+    for m, title in METRIC_TITLES.items():
+        series = [(e.label, [(icl_summary(e, s) or {}).get(m) for s in settings], [(icl_summary(e, s) or {}).get(f"{m}_ci95") for s in settings])
+                  for e in ((b, t) if paired else (b,))]  # fmt: skip
+        if any(v is not None for _, vals, _ in series for v in vals):
+            panels.append({"title": title.split(":")[0] + " (95% bootstrap intervals)", "groups": settings, "series": series,
+                           "chance": [((icl_summary(b, s) or icl_summary(t, s)) or {}).get("chance") for s in settings]})  # fmt: skip
+    if panels:
+        blocks.append(("img", bar_figure(fig_dir / f"{prefix}table1.png", panels), "Macro-average accuracy per setting; dashes: chance."))
+    return blocks
+
+
+def _pairing_note(deltas: dict) -> str:
+    got = [d for d in deltas.values() if d]
+    text = ("Δ is tuned minus base in points. Its interval is a paired bootstrap (2000 resamples): each query is "
+            "paired with the same query (same task, setting, exemplar draw and query id) in the other evaluation; "
+            "queries (with all their exemplar draws) are resampled within each task, the same ones for both "
+            "models, and the macro average's difference is taken. The base and tuned intervals are the "
+            "evaluation's own bootstrap (queries resampled within each task).")  # fmt: skip
+    unpaired = max((d["unpaired"] for d in got), default=0)
+    if unpaired:
+        text += (f" **{unpaired} queries of a setting were in only one evaluation** (different limits or configs); "
+                 "Δ is computed on the common queries only, so it can differ from the difference of the columns.")  # fmt: skip
+    if not got:
+        text += " No samples.jsonl pairs were found, so Δ is the plain difference without an interval."
+    return text
+
+
+def per_task(run: Run) -> list[tuple]:
+    evals = [e for e in run.evaluations if "icl" in e.results]
+    if not evals:
+        return []
+    paired = run.base is not None and run.tuned is not None and len(evals) == 2
+    b, t = (run.base, run.tuned) if paired else (evals[0], None)
+    settings = settings_of(evals)
+    tasks = sorted({task for e in evals for s in settings for task in _per_task(e, s)})
+    blocks: list[tuple] = [("h", 2, "Per task"),
+                           ("p", f"Accuracy % per task and setting, {'base → tuned' if paired else evals[0].label}; "
+                                 "n is the number of queries per setting (all exemplar draws).")]  # fmt: skip
+    for m, title in METRIC_TITLES.items():
+        rows = []
+        for task in tasks:
+            cells = []
+            for s in settings:
+                pb, pt = _per_task(b, s).get(task), _per_task(t, s).get(task)
+                cells.append("n/a" if pb is None and pt is None else arrow((pb or {}).get(m), (pt or {}).get(m), paired))
+            first = next((_per_task(e, s)[task] for e in evals for s in settings if task in _per_task(e, s)), {})
+            n = max((_per_task(e, s)[task]["n"] for e in evals for s in settings if task in _per_task(e, s)), default=0)
+            rows.append([task, *cells, str(n), pct(first.get("chance"))])
+        blocks += [("h", 3, title.split(":")[0]), ("table", ["task", *settings, "n", "chance %"], rows)]
+    return blocks
+
+
+def flipped(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
+    evals = [e for e in run.evaluations if _per_task(e, "flipped")]
+    blocks: list[tuple] = [("h", 2, "Flipped labels")]
+    if not evals:
+        return blocks + [("p", "No flipped-label results (the setting was not evaluated, or no task is binary).")]
+    tasks = sorted({t for e in evals for t in _per_task(e, "flipped")})
+    panels = [{"title": f"{title.split(':')[0]}, flipped labels", "groups": tasks,
+               "series": [(e.label, [(_per_task(e, "flipped").get(t) or {}).get(m) for t in tasks], [None] * len(tasks)) for e in evals],
+               "chance": [next((_per_task(e, "flipped")[t]["chance"] for e in evals if t in _per_task(e, "flipped")), None) for t in tasks]}
+              for m, title in METRIC_TITLES.items()]  # fmt: skip
+    blocks.append(("p", "Binary tasks with the labels of exemplars and query swapped: above chance means the model "
+                        "follows the exemplars against what it knows. Symbol tuning raised this most in the paper "
+                        "(+26.5 to +34.0 points)."))  # fmt: skip
+    blocks.append(("img", bar_figure(fig_dir / f"{prefix}flipped.png", panels), "Flipped-label accuracy per task; dashes: chance."))
+    return blocks
+
+
+def algo_parts(e: Evaluation | None) -> dict:
+    return ((e.results.get("algorithmic") or {}).get("parts") or {}) if e else {}
+
+
+def _algo_stats(e: Evaluation | None, part: str, setting: str, cat: str) -> dict | None:
+    tab = (algo_parts(e).get(part) or {}).get(setting) or {}
+    return tab.get("overall") if cat == "overall" else (tab.get("categories") or {}).get(cat)
+
+
+def _algo_rows(e: Evaluation, part: str, setting: str, cat: str) -> list[dict]:
+    return [r for r in e.rows("algorithmic", setting) if r["part"] == part and cat in ("overall", r["category"])]
+
+
+def algorithmic(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
+    evals = [e for e in run.evaluations if "algorithmic" in e.results]
+    blocks: list[tuple] = [("h", 2, "Algorithmic reasoning")]
+    if not evals:
+        return blocks + [("p", "No algorithmic results in this run (the suite was `icl`, or no evaluation ran).")]
+    paired = run.base is not None and run.tuned is not None and len(evals) == 2
+    b, t = (run.base, run.tuned) if paired else (evals[0], None)
+    blocks.append(("p", "Greedy generation; exact = the answer line equals the target, parsed = the first list "
+                        "(or quoted bit string) in the answer equals it, malformed = nothing parseable. Accuracy %"
+                        + (", Δ exact with a paired bootstrap interval over queries." if paired else ".")))  # fmt: skip
+    head = ["part", "setting", "category", "n"]
+    if paired:
+        head += ["exact % base → tuned", "Δ exact [95% CI]", "parsed % base → tuned", "malformed base → tuned"]
+    else:
+        head += ["exact %", "parsed %", "malformed"]
+    rows, panels = [], []
+    for part in dict.fromkeys(p for e in evals for p in algo_parts(e)):
+        settings = list(dict.fromkeys(s for e in evals for s in algo_parts(e).get(part, {})))
+        cats = list(dict.fromkeys(c for e in evals for s in settings
+                                  for c in (algo_parts(e)[part].get(s) or {}).get("categories", {})))  # fmt: skip
+        groups = [*cats, "overall"]
+        series = []
+        for s in settings:
+            for cat in groups:
+                sb, st = _algo_stats(b, part, s, cat), _algo_stats(t, part, s, cat)
+                if sb is None and st is None:
+                    continue
+                sb, st = sb or {}, st or {}
+                row = [part, s, cat, str(sb.get("n", st.get("n")))]
+                if paired:
+                    d = algorithmic_delta(_algo_rows(b, part, s, cat), _algo_rows(t, part, s, cat), "exact")
+                    row += [arrow(sb.get("exact_acc"), st.get("exact_acc"), True),
+                            delta_cell(d, sb.get("exact_acc"), st.get("exact_acc")),
+                            arrow(sb.get("parsed_acc"), st.get("parsed_acc"), True),
+                            f"{sb.get('malformed', '-')} → {st.get('malformed', '-')}"]  # fmt: skip
+                else:
+                    row += [pct(sb.get("exact_acc")), pct(sb.get("parsed_acc")), str(sb.get("malformed", "-"))]
+                rows.append(row)
+            for e in (b, t) if paired else (b,):
+                vals = [(_algo_stats(e, part, s, c) or {}).get("exact_acc") for c in groups]
+                series.append((f"{e.label}, {s}", vals, [None] * len(vals)))
+        panels.append({"title": f"{part}: exact match by category", "groups": groups, "series": series})
+    blocks.append(("table", head, rows))
+    skipped = {p: why for e in evals for p, why in (e.results["algorithmic"].get("skipped") or {}).items()}
+    if skipped:
+        blocks.append(("ul", [f"`{p}` skipped: {why}" for p, why in skipped.items()]))
+    if panels:
+        blocks.append(("img", bar_figure(fig_dir / f"{prefix}algorithmic.png", panels), "Algorithmic exact match by category."))
+    return blocks
+
+
+def training(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
+    blocks: list[tuple] = [("h", 2, "Training")]
+    tr = run.training
+    if tr is None:
+        why = [n for n in run.notes if n.startswith("tune")]
+        return blocks + [("p", "No tuning stage to show: " + ("; ".join(why) if why else "this run has no tune stage") + ".")]
+    facts = [f"directory: `{tr.path}`", f"log: `{tr.log_file}` ({len(tr.log)} entries)" if tr.log_file else "log: none"]
+    losses = [e["loss"] for e in tr.log if "loss" in e and "step" in e]
+    if losses:
+        facts.append(f"loss: first {losses[0]:.4f}, last {losses[-1]:.4f}, lowest {min(losses):.4f} over {len(losses)} logged steps")
+    for k, pts in sorted(evaluation_points(tr.log).items()):
+        facts.append(f"`{k}` during training: " + ", ".join(f"step {s}: {v:.4g}" for s, v in pts[-6:]))
+    res = (tr.summary or {}).get("results") or {}
+    if tr.summary:
+        facts.append(f"steps: {res.get('steps')}, mean training loss {num(res.get('train_loss'))}, "
+                     f"optimizer {tr.summary.get('optimizer')}, learning rate {tr.summary.get('learning_rate')}, "
+                     f"precision {tr.summary.get('precision')}, packing {(tr.summary.get('packing') or {}).get('mode')}")  # fmt: skip
+        facts.append(f"tokens: {res.get('tokens')} ({res.get('target_tokens')} target) in {num(res.get('train_seconds'), 0)} s "
+                     f"({num(res.get('tokens_per_s'), 0)} tokens/s)")  # fmt: skip
+        data = tr.summary.get("data") or {}
+        if data:
+            facts.append(f"examples trained: {data.get('examples')} ({data.get('dropped_total', 0)} dropped over the length limits)")
+        if res.get("stopped_by_time_limit"):
+            facts.append(f"**stopped by the time limit** at {res['stopped_by_time_limit']}")
+    blocks.append(("ul", facts))
+    fig = loss_figure(fig_dir / f"{prefix}loss.png", tr.log, f"{run.name}: training loss")
+    if fig:
+        blocks.append(("img", fig, "Training loss per logged step" + (" and the numbers measured during training" if evaluation_points(tr.log) else "") + "."))
+    else:
+        blocks.append(("p", "The training log holds no loss entries; no curve."))
+    return blocks
+
+
+def num(x, digits: int = 4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
