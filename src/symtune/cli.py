@@ -123,6 +123,14 @@ def _export(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from .report import build_report
+
+    path = build_report(args.run_dirs, out=args.out, base=args.base, tuned=args.tuned)
+    print(f"report: {path} and {path.with_suffix('.html')}")
+    return 0
+
+
 def _run(args) -> int:
     from .pipeline import load_run_config, run_pipeline
 
@@ -222,6 +230,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and the ones after it")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_run)
+
+    sp = sub.add_parser("report", help="report.md + report.html for runs (side by side) or evaluation dirs")
+    sp.add_argument("run_dirs", nargs="*", help="run directories (symtune run) or evaluation directories")
+    sp.add_argument("--base", help="an evaluation directory to compare with --tuned")
+    sp.add_argument("--tuned", help="an evaluation directory to compare with --base")
+    sp.add_argument("--out", help="output directory (default: the first run directory)")
+    sp.set_defaults(func=_report)
     return p
 
 
