@@ -15,6 +15,7 @@ from symtune.algorithmic.score import summarize as algo_summarize
 from symtune.metrics import pct, summarize
 from symtune.report import ReportError, build_report, load_run
 from symtune.report.paired import icl_delta, paired_delta
+from symtune.report.sections import with_ci
 
 TASKS = ["raft_overruling", "tweet_eval_stance_hillary"]
 
@@ -185,6 +186,12 @@ def test_paired_delta_math():
     assert paired_delta(rows([1]), rows([1], "other"), lambda s: s["correct"]["acc"], lambda s: "", lambda s: s["id"]) is None
 
 
+def test_cells_with_several_exemplar_draws():
+    stats = {"acc": 0.5, "acc_ci95": [0.25, 0.75], "acc_trials": [0.4, 0.6], "acc_trial_std": 0.1414}
+    assert with_ci(stats, "acc") == "50.0 [25.0, 75.0] sd 14.1 over 2 draws"
+    assert with_ci({"acc": None}, "acc") == with_ci(None, "acc") == "-"
+
+
 def test_per_task_and_algorithmic_cells(report, evals):
     run, md = report
     base, tuned = (json.loads((d / "results.json").read_text()) for d in evals)
@@ -234,6 +241,13 @@ def test_trainer_state_log_history_is_read(evals, tmp_path):
     run = _run_dir(tmp_path / "run", *evals, tune_log="trainer_state")
     text = build_report([run]).read_text()
     assert "`trainer_state.json` (23 entries)" in text and (run / "figures" / "loss.png").is_file()
+    # rebuilt without the tune stage: the old loss figure goes, other files in figures/ stay
+    (run / "figures" / "mine.png").write_bytes(b"x")
+    state = json.loads((run / "state.json").read_text())
+    del state["stages"]["tune"]
+    (run / "state.json").write_text(json.dumps(state))
+    build_report([run])
+    assert not (run / "figures" / "loss.png").exists() and (run / "figures" / "mine.png").exists()
 
 
 def test_several_runs_side_by_side(evals, tmp_path):

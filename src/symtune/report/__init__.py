@@ -88,10 +88,21 @@ def build_report(
         if run.notes:
             blocks += [("p", "**Not in this run** (shown as missing below):"), ("ul", run.notes)]
         blocks += sections
+    _remove_stale_figures(fig_dir, {b[1].name for b in blocks if b[0] == "img"})
     md = out / "report.md"
     md.write_text(to_markdown(blocks, out), encoding="utf-8")
     (out / "report.html").write_text(to_html(blocks, title), encoding="utf-8")
     return md
+
+
+FIGURE_NAME = re.compile(r"^(\d+-.*-)?(table1|flipped|algorithmic|loss|runs)\.png$")
+
+
+def _remove_stale_figures(fig_dir: Path, written: set[str]) -> None:
+    """Figures an earlier report wrote that this one does not use (only names this module writes)."""
+    for p in fig_dir.glob("*.png"):
+        if p.name not in written and FIGURE_NAME.match(p.name):
+            p.unlink()
 
 
 def _slug(name: str) -> str:
@@ -156,7 +167,7 @@ def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
         res = ((r.training.summary or {}).get("results") or {}) if r.training else {}
         base_model = (r.base.results.get("model") or {}) if r.base else {}
         rows.append([r.name, str(tc.get("model") or r.config.get("model") or base_model.get("name") or base_model.get("model") or "-"),
-                     str(tc.get("preset") or r.config.get("preset") or "-"), str(tc.get("seed", "-")), str(res.get("steps", "-")),
+                     str(tc.get("preset") or (r.config.get("tune") or {}).get("preset") or "-"), str(tc.get("seed", "-")), str(res.get("steps", "-")),
                      f"{res['final_loss']:.4f}" if res.get("final_loss") is not None else "-",
                      str(ec.get("seed", "-")), str(ec.get("trials", "-")), str(ec.get("limit") or ec.get("max_queries") or "-"),
                      ", ".join(x.label for x in r.evaluations) or "none"])  # fmt: skip
@@ -164,6 +175,11 @@ def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
                              "queries per task", "evaluations"], rows))  # fmt: skip
     settings = settings_of([e for r in runs for e in r.evaluations])
     head = [c for r in runs for c in _columns(r)]
+    chances = {s: {round((icl_summary(e, s) or {}).get("chance") or 0, 6) for r in runs for e in r.evaluations if icl_summary(e, s)}
+               for s in settings}  # fmt: skip
+    if any(len(c) > 1 for c in chances.values()):
+        blocks.append(("p", "**The runs were evaluated on different task sets** (their chance levels differ), so their "
+                            "accuracies are not directly comparable; the chance column is the first run's."))  # fmt: skip
     panels = []
     for m, title in METRIC_TITLES.items():
         table = []

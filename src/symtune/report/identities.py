@@ -37,7 +37,7 @@ def identities(run: Run) -> list[tuple]:
         stages = run.state.get("stages") or {}
         rows = [[name, str(st.get("status")), f"`{st.get('dir')}`", str(st.get("key") or "-")[:16],
                  num(st.get("seconds"), 0) if isinstance(st.get("seconds"), (int, float)) else "-"]
-                for name, st in stages.items()]  # fmt: skip
+                for name, st in stages.items() if name != "report"]  # fmt: skip
         blocks += [("h", 3, "Stages"), ("table", ["stage", "status", "directory", "key", "seconds"], rows)]
     evals = run.evaluations
     models = [[e.label, _model(e.results.get("model")), f"`{e.path}`"] for e in evals]

@@ -46,8 +46,9 @@ def paired_delta(
         pairs = np.array([np.mean(v, axis=0) for v in clusters[g].values()])  # (clusters, 2): per-query means
         diff = pairs[:, 1] - pairs[:, 0]
         point.append(diff.mean())
-        idx = rng.integers(0, len(diff), size=(reps, len(diff)))
-        boots.append(diff[idx].mean(axis=1))
+        step = max(1, 2_000_000 // len(diff))  # bounded memory for large groups
+        boots.append(np.concatenate([diff[rng.integers(0, len(diff), size=(min(step, reps - i), len(diff)))].mean(axis=1)
+                                     for i in range(0, reps, step)]))  # fmt: skip
     boot = np.mean(boots, axis=0)
     return {
         "delta": float(np.mean(point)),
