@@ -59,7 +59,7 @@ def loss_figure(path: Path, log: list[dict], title: str) -> Path | None:
     if not losses and not evals:
         return None
     fig = Figure(figsize=(7.5, 3.3 * (1 + bool(evals))))
-    axes = fig.subplots(1 + bool(evals), 1, squeeze=False)[:, 0]
+    axes = fig.subplots(1 + bool(evals), 1, squeeze=False, sharex=True)[:, 0]
     ax = axes[0]
     if losses:
         steps, values = zip(*losses)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .runs import Run
+from .runs import STAGES, Run
 from .sections import num
 
 
@@ -35,6 +35,7 @@ def identities(run: Run) -> list[tuple]:
     blocks: list[tuple] = [("h", 2, "Config and data identities")]
     if run.state is not None:
         stages = run.state.get("stages") or {}
+        stages = {k: stages[k] for k in sorted(stages, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))}
         rows = [[name, str(st.get("status")), f"`{st.get('dir')}`", str(st.get("key") or "-")[:16],
                  num(st.get("seconds"), 0) if isinstance(st.get("seconds"), (int, float)) else "-"]
                 for name, st in stages.items() if name != "report"]  # fmt: skip

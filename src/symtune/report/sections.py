@@ -72,58 +72,65 @@ def icl_deltas(run: Run) -> dict:
     return out
 
 
+def _get(e: Evaluation | None, setting: str, key: str):
+    return (icl_summary(e, setting) or {}).get(key)
+
+
 def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
+    """Per setting: accuracy of base and tuned with their intervals, Δ with its paired interval, chance; for both
+    scoring rules, then the length-normalised rank variants, then the chart."""
     evals = [e for e in run.evaluations if "icl" in e.results]
     blocks: list[tuple] = [("h", 2, "In-context learning: the Table-1 comparison")]
     if not evals:
         return blocks + [("p", "No in-context-learning results in this run (no evaluation stage, or the suite was "
                                 "`algorithmic` only).")]  # fmt: skip
-    paired = run.base is not None and run.tuned is not None and all("icl" in e.results for e in (run.base, run.tuned))
+    paired = len(evals) == 2
     b, t = (run.base, run.tuned) if paired else (evals[0], None)
     if not paired:
-        blocks.append(("p", f"Only one evaluation ({evals[0].label}); no base-vs-tuned comparison. "
-                            + ("No tuned evaluation in this run." if run.tuned is None else "No base evaluation in this run.")))  # fmt: skip
+        missing = "No tuned evaluation in this run." if run.tuned is None else "No base evaluation in this run."
+        blocks.append(("p", f"Only one evaluation ({b.label}); no base-vs-tuned comparison. {missing}"))
     settings = settings_of(evals)
     for m, title in METRIC_TITLES.items():
-        if all((icl_summary(e, s) or {}).get(m) is None for e in evals for s in settings):
-            blocks += [("h", 3, title), ("p", "Not scored in this run (the evaluation ran without generation).")]
+        blocks.append(("h", 3, title))
+        if all(_get(e, s, m) is None for e in evals for s in settings):
+            blocks.append(("p", "Not scored in this run (the evaluation ran without generation)."))
             continue
-        head = ["setting", "relevant labels", "instruction", "chance %"]
-        head += [f"{b.label} % [95% CI]", "tuned % [95% CI]", "Δ points [95% CI, paired]"] if paired else [f"{b.label} % [95% CI]"]
+        head = ["setting", "relevant labels", "instruction", "chance %", f"{b.label} % [95% CI]"]
+        if paired:
+            head += ["tuned % [95% CI]", "Δ points [95% CI, paired]"]
         if m == "gen_acc":
             head.append("answers in label set %")
         rows = []
         for s in settings:
-            sb, st = icl_summary(b, s), icl_summary(t, s)
             meta = SETTINGS.get(s)
-            row = [s, LABELS.get(meta.labels, "?") if meta else "?", ("✓" if meta.instruction else "✗") if meta else "?",
-                   pct((sb or st or {}).get("chance"))]  # fmt: skip
-            row.append(with_ci(sb, m))
+            row = [s, LABELS[meta.labels] if meta else "?", ("✓" if meta.instruction else "✗") if meta else "?",
+                   pct(_get(b, s, "chance") or _get(t, s, "chance")), with_ci(icl_summary(b, s), m)]  # fmt: skip
             if paired:
-                row += [with_ci(st, m), delta_cell(deltas.get((s, m)), (sb or {}).get(m), (st or {}).get(m))]
+                row += [with_ci(icl_summary(t, s), m), delta_cell(deltas.get((s, m)), _get(b, s, m), _get(t, s, m))]
             if m == "gen_acc":
-                row.append(arrow((sb or {}).get("gen_in_label_set"), (st or {}).get("gen_in_label_set"), paired))
+                row.append(arrow(_get(b, s, "gen_in_label_set"), _get(t, s, "gen_in_label_set"), paired))
             rows.append(row)
-        blocks += [("h", 3, title), ("table", head, rows)]
+        blocks.append(("table", head, rows))
     if paired:
         blocks.append(("p", _pairing_note(deltas)))
-        norm = [[s, pct((icl_summary(b, s) or {}).get("acc")) + " → " + pct((icl_summary(t, s) or {}).get("acc")),
-                 arrow((icl_summary(b, s) or {}).get("acc_norm_tokens"), (icl_summary(t, s) or {}).get("acc_norm_tokens"), True),
-                 delta_cell(deltas.get((s, "acc_norm_tokens"))),
-                 arrow((icl_summary(b, s) or {}).get("acc_norm_chars"), (icl_summary(t, s) or {}).get("acc_norm_chars"), True),
-                 delta_cell(deltas.get((s, "acc_norm_chars")))] for s in settings]  # fmt: skip
+        norm = []
+        for s in settings:
+            row = [s, arrow(_get(b, s, "acc"), _get(t, s, "acc"), True)]
+            for m in ("acc_norm_tokens", "acc_norm_chars"):
+                row += [arrow(_get(b, s, m), _get(t, s, m), True), delta_cell(deltas.get((s, m)))]
+            norm.append(row)
         blocks += [("p", "Rank accuracy with length-normalised scores (the summed log-likelihood divided by the "
                          "label's number of tokens, or of characters), base → tuned:"),
                    ("table", ["setting", "rank (sum) %", "per token %", "Δ per token", "per character %", "Δ per character"], norm)]  # fmt: skip
     panels = []
     for m, title in METRIC_TITLES.items():
-        series = [(e.label, [(icl_summary(e, s) or {}).get(m) for s in settings], [(icl_summary(e, s) or {}).get(f"{m}_ci95") for s in settings])
-                  for e in ((b, t) if paired else (b,))]  # fmt: skip
+        series = [(e.label, [_get(e, s, m) for s in settings], [_get(e, s, f"{m}_ci95") for s in settings]) for e in evals]
         if any(v is not None for _, vals, _ in series for v in vals):
-            panels.append({"title": title.split(":")[0] + " (95% bootstrap intervals)", "groups": settings, "series": series,
-                           "chance": [((icl_summary(b, s) or icl_summary(t, s)) or {}).get("chance") for s in settings]})  # fmt: skip
+            panels.append({"title": title.split(":")[0] + " (95% bootstrap intervals)", "groups": settings,
+                           "series": series, "chance": [_get(b, s, "chance") or _get(t, s, "chance") for s in settings]})  # fmt: skip
     if panels:
-        blocks.append(("img", bar_figure(fig_dir / f"{prefix}table1.png", panels), "Macro-average accuracy per setting; dashes: chance."))
+        fig = bar_figure(fig_dir / f"{prefix}table1.png", panels)
+        blocks.append(("img", fig, "Macro-average accuracy per setting; dashes: chance."))
     return blocks
 
 
