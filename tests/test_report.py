@@ -237,6 +237,24 @@ def test_missing_stages_are_stated(evals, tmp_path):
         build_report([tmp_path / "run" / "figures"])
 
 
+def test_evaluation_without_generation(evals, tmp_path):
+    """`symtune eval --no-generate`: generation accuracy is stated as not scored, rank accuracy is there."""
+    res = json.loads((evals[0] / "results.json").read_text())
+    samples = [json.loads(x) for x in (evals[0] / "samples.jsonl").read_text().splitlines()]
+    icl = [s for s in samples if "task" in s]
+    for s in icl:
+        s["correct"]["gen_acc"], s["in_label_set"] = None, None
+    chance = {t: st["chance"] for per in res["icl"]["per_task"].values() for t, st in per.items()}
+    res["icl"] = summarize(icl, chance)
+    for d in ("b", "t"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "results.json").write_text(json.dumps(res))
+        (tmp_path / d / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    text = build_report([], out=tmp_path / "out", base=tmp_path / "b", tuned=tmp_path / "t").read_text()
+    assert "Not scored in this run (the evaluation ran without generation)" in text
+    assert _table_after(text, "### Rank accuracy")[1][6] == "+0.0 [+0.0, +0.0]"
+
+
 def test_trainer_state_log_history_is_read(evals, tmp_path):
     run = _run_dir(tmp_path / "run", *evals, tune_log="trainer_state")
     text = build_report([run]).read_text()

@@ -155,24 +155,27 @@ def how_to_read(runs: list[Run]) -> list[tuple]:
     ]
 
 
+def _describe(r: Run) -> list[str]:
+    """What tells runs apart: model, tuning preset and seed, steps, final loss, evaluation seed and size."""
+    e = r.tuned or r.base
+    ec = (e.results.get("config") or {}) if e else {}
+    tc = (r.training.config or (r.training.summary or {}).get("config") or {}) if r.training else {}
+    res = ((r.training.summary or {}).get("results") or {}) if r.training else {}
+    base = (r.base.results.get("model") or {}) if r.base else {}
+    model = tc.get("model") or r.config.get("model") or base.get("name") or base.get("model")
+    preset = tc.get("preset") or (r.config.get("tune") or {}).get("preset") or r.config.get("preset")
+    loss = res.get("final_loss")
+    return [r.name, str(model or "-"), str(preset or "-"), str(tc.get("seed", "-")), str(res.get("steps", "-")),
+            "-" if loss is None else f"{loss:.4f}", str(ec.get("seed", "-")), str(ec.get("trials", "-")),
+            str(ec.get("limit") or ec.get("max_queries") or "-"), ", ".join(x.label for x in r.evaluations) or "none"]  # fmt: skip
+
+
 def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
     """One column group per run: base, tuned and Δ per setting, for each scoring rule; then the algorithmic
     overall rows."""
     blocks: list[tuple] = [("h", 2, "Runs side by side")]
-    rows = []
-    for r in runs:
-        e = r.tuned or r.base
-        ec = (e.results.get("config") or {}) if e else {}
-        tc = (r.training.config or (r.training.summary or {}).get("config") or {}) if r.training else {}
-        res = ((r.training.summary or {}).get("results") or {}) if r.training else {}
-        base_model = (r.base.results.get("model") or {}) if r.base else {}
-        rows.append([r.name, str(tc.get("model") or r.config.get("model") or base_model.get("name") or base_model.get("model") or "-"),
-                     str(tc.get("preset") or (r.config.get("tune") or {}).get("preset") or "-"), str(tc.get("seed", "-")), str(res.get("steps", "-")),
-                     f"{res['final_loss']:.4f}" if res.get("final_loss") is not None else "-",
-                     str(ec.get("seed", "-")), str(ec.get("trials", "-")), str(ec.get("limit") or ec.get("max_queries") or "-"),
-                     ", ".join(x.label for x in r.evaluations) or "none"])  # fmt: skip
-    blocks.append(("table", ["run", "model", "preset", "tune seed", "steps", "final loss", "eval seed", "trials",
-                             "queries per task", "evaluations"], rows))  # fmt: skip
+    head = ["run", "model", "preset", "tune seed", "steps", "final loss", "eval seed", "trials", "queries per task", "evaluations"]
+    blocks.append(("table", head, [_describe(r) for r in runs]))
     settings = settings_of([e for r in runs for e in r.evaluations])
     head = [c for r in runs for c in _columns(r)]
     chances = {s: {round((icl_summary(e, s) or {}).get("chance") or 0, 6) for r in runs for e in r.evaluations if icl_summary(e, s)}

@@ -23,6 +23,7 @@ th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 tr:nth-child(even) td { background: #fafafa; }
 code { background: #f4f4f4; padding: 0 0.2em; } pre { background: #f4f4f4; padding: 0.8em; overflow-x: auto; }
 figure { margin: 1em 0; } figure img { max-width: 100%; } figcaption { font-size: 0.88em; color: #555; }
+.wide { overflow-x: auto; }
 h1 { border-bottom: 2px solid #ddd; } h2 { border-bottom: 1px solid #eee; margin-top: 1.6em; }
 """
 
@@ -73,7 +74,7 @@ def to_html(blocks: list[tuple], title: str) -> str:
         elif kind == "table":
             head = "".join(f"<th>{_inline(x)}</th>" for x in b[1])
             body = "".join("<tr>" + "".join(f"<td>{_inline(x)}</td>" for x in r) + "</tr>" for r in b[2])
-            out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(f'<div class="wide"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>')
         elif kind == "img":
             data = base64.b64encode(Path(b[1]).read_bytes()).decode("ascii")
             cap = _inline(b[2])
