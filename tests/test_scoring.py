@@ -128,6 +128,11 @@ def test_generate_is_greedy_and_stops(tiny_model):
         # the generated text is the greedy continuation by the scoring path too
         s = be.loglikelihoods([(prompt, [out])])[0][0]
         assert s.is_greedy or be.stats["prefix_fallbacks"]
+    ids = [tok.eos_token_id]  # an empty prompt is conditioned on EOS, as in scoring
+    with torch.inference_mode():
+        for _ in range(3):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    assert be.generate([""], max_new_tokens=3, stop=[]) == [tok.decode(ids[1:], skip_special_tokens=True)]
     first = outs[0]
     stop = first[2:4]
     cut = be.generate(prompts[:1], max_new_tokens=6, stop=[stop])[0]

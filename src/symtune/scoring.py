@@ -114,12 +114,14 @@ class HFBackend:
     """Exact candidate scoring and greedy generation for a `transformers` causal LM."""
 
     def __init__(self, model, tokenizer, batch_size: int = 8, identity: dict | None = None, *,
-                 naive: bool = False, max_batch_tokens: int = 8192, add_bos: bool | None = None):
+                 naive: bool = False, max_batch_tokens: int = 8192, max_pad_frac: float = 0.05,
+                 add_bos: bool | None = None):
         import torch
 
         self.torch = torch
         self.model, self.tokenizer = model, tokenizer
         self.batch_size, self.max_batch_tokens, self.naive = batch_size, max_batch_tokens, naive
+        self.max_pad_frac = max_pad_frac
         self.identity = identity or {"backend": "hf", "model": getattr(model, "name_or_path", type(model).__name__),
                                      "dtype": str(model.dtype).removeprefix("torch.")}
         cfg = model.config
@@ -152,12 +154,16 @@ class HFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    def _empty_prompt_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return eos if eos is not None else self.pad_id
+
     def _plan(self, prompt: str, candidates: list[str]) -> _Plan:
         if not candidates:
             raise ValueError(f"request has no candidates (prompt starts {prompt[:60]!r})")
         enc = self.tokenizer([prompt] + [prompt + c for c in candidates], add_special_tokens=False).input_ids
         p = self._prefix + enc[0]
-        start = [] if p else [self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else self.pad_id]
+        start = [] if p else [self._empty_prompt_id()]
         p = start + p  # an empty prompt is conditioned on EOS, as lm-eval does
         plan = _Plan(p, [], [])
         for k, (cand, ids) in enumerate(zip(candidates, enc[1:])):
@@ -258,15 +264,20 @@ class HFBackend:
         return res
 
     def _batches(self, lengths: list[int]) -> list[list[int]]:
-        """Indices sorted by length (longest first), cut into batches bounded in prompts and padded tokens."""
+        """Indices sorted by length (longest first), cut into batches of at most `batch_size` sequences and
+        `max_batch_tokens` padded tokens, a batch closing early rather than exceed `max_pad_frac` padding."""
         order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-        batches, cur = [], []
+        batches, cur, real = [], [], 0
         bs = self.batch_size if self._sliceable_cache else 1
         for i in order:
-            if cur and (len(cur) >= bs or lengths[cur[0]] * (len(cur) + 1) > self.max_batch_tokens):
-                batches.append(cur)
-                cur = []
+            if cur:
+                padded = lengths[cur[0]] * (len(cur) + 1)
+                if (len(cur) >= bs or padded > self.max_batch_tokens
+                        or padded - real - lengths[i] > self.max_pad_frac * padded):
+                    batches.append(cur)
+                    cur, real = [], 0
             cur.append(i)
+            real += lengths[i]
         return batches + ([cur] if cur else [])
 
     def _pad(self, seqs: list[list[int]]):
@@ -276,42 +287,60 @@ class HFBackend:
         # right padding: causal attention keeps real tokens blind to the pads after them, so no mask needed
         return self.torch.tensor([s + [self.pad_id] * (n - len(s)) for s in seqs])
 
-    def _fast(self, plans: list[_Plan], out) -> None:
-        from transformers.cache_utils import DynamicCache
-
+    def _fast(self, plans: list[_Plan], out, on_prompt=None) -> None:
+        """One forward per batch of prompts, then one forward for all their multi-token candidates together
+        on the prompts' key/value cache; the LM head once per batch, on the rows that are scored.
+        `on_prompt(r, last_hidden, cache, b, prompt_len)` sees each prompt's cache before the candidates."""
         torch = self.torch
         todo = [r for r, pl in enumerate(plans) if pl.cached]
         dec = self._decoder()
         for batch in self._batches([len(plans[r].prompt_ids) for r in todo]):
             rows = [todo[i] for i in batch]
-            need_cache = any(len(c) > 1 for r in rows for _, c in plans[r].cached)
-            res = dec(input_ids=self._pad([plans[r].prompt_ids for r in rows]), use_cache=need_cache)
+            lens = [len(plans[r].prompt_ids) for r in rows]
+            # (batch row, candidate ids) of every candidate that needs positions past the prompt
+            multi = [(b, c) for b, r in enumerate(rows) for _, c in plans[r].cached if len(c) > 1]
+            res = dec(input_ids=self._pad([plans[r].prompt_ids for r in rows]),
+                      use_cache=on_prompt is not None or bool(multi))
             hidden, cache = res.last_hidden_state, _cache_of(res)
+            last = hidden[torch.arange(len(rows)), torch.tensor(lens) - 1]
+            if on_prompt is not None:
+                for b, r in enumerate(rows):
+                    on_prompt(r, last[b], cache, b, lens[b])
+            ext_h = self._extend(cache, lens, multi) if multi else None
+            parts, targets, mi = [], [], 0
             for b, r in enumerate(rows):
-                pl = plans[r]
-                lp = len(pl.prompt_ids)
-                last = hidden[b, lp - 1]
-                multi = [c for _, c in pl.cached if len(c) > 1]
-                if multi:
-                    if len(rows) == 1:
-                        c = cache  # batch of one: extend the model's own cache object (works for any cache type)
-                        c.batch_repeat_interleave(len(multi))
-                    else:
-                        c = DynamicCache(ddp_cache_data=[
-                            (layer.keys[b:b + 1, :, :lp].expand(len(multi), -1, -1, -1),
-                             layer.values[b:b + 1, :, :lp].expand(len(multi), -1, -1, -1))
-                            for layer in cache.layers])
-                    ext = dec(input_ids=self._pad([m[:-1] for m in multi]), use_cache=True, **{self._cache_kw: c})
-                    ext_h = ext.last_hidden_state
-                parts, mi = [], 0
-                for _, cids in pl.cached:
-                    parts.append(last[None])
+                for _, cids in plans[r].cached:
+                    parts.append(last[b:b + 1])
                     if len(cids) > 1:
                         parts.append(ext_h[mi, :len(cids) - 1])
                         mi += 1
-                scores = self._score_rows(torch.cat(parts), [c for _, c in pl.cached])
-                for (k, _), s in zip(pl.cached, scores):
-                    out[r][k] = s
+                    targets.append(cids)
+            scores = iter(self._score_rows(torch.cat(parts), targets))
+            for r in rows:
+                for k, _ in plans[r].cached:
+                    out[r][k] = next(scores)
+
+    def _extend(self, cache, lens: list[int], multi: list[tuple[int, list[int]]]):
+        """Hidden states of every multi-token candidate (all but its last token), each continuing its own
+        prompt from the batch's key/value cache, in one forward. Returns (len(multi), longest - 1, H)."""
+        from transformers.cache_utils import DynamicCache
+
+        torch = self.torch
+        inp = self._pad([c[:-1] for _, c in multi])
+        if not self._sliceable_cache:  # a batch of one prompt here: extend the model's own cache object
+            cache.batch_repeat_interleave(len(multi))
+            return self._decoder()(input_ids=inp, use_cache=True, **{self._cache_kw: cache}).last_hidden_state
+        idx = torch.tensor([b for b, _ in multi])
+        c = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, idx), layer.values.index_select(0, idx))
+                                         for layer in cache.layers])
+        n_cache, n_new = c.get_seq_length(), inp.shape[1]
+        plen = torch.tensor([lens[b] for b, _ in multi])
+        # a prompt shorter than the batch's longest has pad keys in the cache: mask them out, and place
+        # its candidate tokens right after its own last position
+        mask = torch.cat([torch.arange(n_cache)[None] < plen[:, None], torch.ones(len(multi), n_new, dtype=torch.bool)], 1)
+        pos = plen[:, None] + torch.arange(n_new)[None]
+        return self._decoder()(input_ids=inp, attention_mask=mask.long(), position_ids=pos, use_cache=True,
+                               **{self._cache_kw: c}).last_hidden_state
 
     def _joint_rows(self, items: list[tuple[int, int, list[int], int]], out) -> None:
         """Candidates whose prompt tokens are not a prefix of the joint: full forward of the joint ids."""
@@ -351,7 +380,7 @@ class HFBackend:
 
         torch = self.torch
         stop = [s for s in stop or [] if s]
-        enc = [self.encode(p) for p in prompts]
+        enc = [self.encode(p) or [self._empty_prompt_id()] for p in prompts]
         for e in enc:
             if len(e) + max_new_tokens > self.max_length:
                 raise PromptTooLongError(f"prompt of {len(e)} tokens + {max_new_tokens} new tokens exceeds the "
@@ -362,7 +391,7 @@ class HFBackend:
         for s in range(0, len(order), bs):
             idx = order[s:s + bs]
             n = max(len(enc[i]) for i in idx)
-            ids = torch.tensor([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx])
+            ids = torch.tensor([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx], dtype=torch.long)
             mask = torch.tensor([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
             kw = {"stopping_criteria": StoppingCriteriaList([_StopOnText(self.tokenizer, n, stop)])} if stop else {}
             with torch.inference_mode():
@@ -374,8 +403,55 @@ class HFBackend:
         return res
 
 
+def _greedy_from_cache(backend: HFBackend, last, cache, b: int, lp: int, max_new_tokens: int, stop: list[str]) -> str:
+    """Greedy continuation of row b of a prompt batch, from its slice of the prompt's key/value cache."""
+    from transformers.cache_utils import DynamicCache
+
+    torch = backend.torch
+    c = DynamicCache(ddp_cache_data=[(layer.keys[b:b + 1, :, :lp], layer.values[b:b + 1, :, :lp]) for layer in cache.layers])
+    dec, eos, ids = backend._decoder(), backend.tokenizer.eos_token_id, []
+    logits = backend._head(last[None])[0]
+    for step in range(max_new_tokens):
+        t = int(logits.argmax())
+        if t == eos:
+            break
+        ids.append(t)
+        if step == max_new_tokens - 1 or any(x in backend.tokenizer.decode(ids, skip_special_tokens=True) for x in stop):
+            break
+        h = dec(input_ids=torch.tensor([[t]]), use_cache=True, **{backend._cache_kw: c}).last_hidden_state
+        logits = backend._head(h[0, -1:])[0]
+    return _cut(backend.tokenizer.decode(ids, skip_special_tokens=True), stop)
+
+
+def score_and_generate(backend, requests: list[Request], max_new_tokens: int, stop: list[str] | None = None):
+    """(loglikelihoods, greedy generations) for the requests. With HFBackend's fast path both come from one
+    forward pass over each prompt: the candidates are scored from its key/value cache and the greedy
+    answer is decoded from the same cache; any other backend gets the two calls."""
+    stop = list(stop or [])
+    if not isinstance(backend, HFBackend) or backend.naive or not backend._sliceable_cache:
+        return backend.loglikelihoods(requests), backend.generate([p for p, _ in requests], max_new_tokens, stop)
+    plans = [backend._plan(prompt, list(cands)) for prompt, cands in requests]
+    backend.stats["requests"] += len(requests)
+    backend.stats["candidates"] += sum(len(c) for _, c in requests)
+    out: list[list] = [[None] * len(c) for _, c in requests]
+    gens: list[str | None] = [None] * len(requests)
+
+    def decode(r, last, cache, b, lp):
+        gens[r] = _greedy_from_cache(backend, last, cache, b, lp, max_new_tokens, stop)
+
+    with backend.torch.inference_mode():
+        backend._fast(plans, out, on_prompt=decode)
+        backend._joint_rows([(r, k, joint, b) for r, pl in enumerate(plans) for k, joint, b in pl.joint], out)
+    rest = [i for i, g in enumerate(gens) if g is None]  # prompts without a cached candidate
+    if rest:
+        for i, g in zip(rest, backend.generate([requests[i][0] for i in rest], max_new_tokens, stop)):
+            gens[i] = g
+    scores = [[backend._with_chars(s, c) for s, c in zip(row, cands)] for row, (_, cands) in zip(out, requests)]
+    return scores, gens
+
+
 def _cache_of(output):
-    return output.cache if getattr(output, "cache", None) is not None else output.past_key_values
+    return output.cache if hasattr(output, "cache") else output.past_key_values  # 5.x name, 4.x name
 
 
 def _cut(text: str, stop: list[str]) -> str:
