@@ -58,31 +58,28 @@ def test_results_and_samples_written_and_consistent(backend, data_dir, tmp_path)
 
 def test_rerun_reuses_cache_and_changed_config_does_not(backend, data_dir, tmp_path):
     evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
-    calls = []
-    orig = backend.loglikelihoods
-
-    def spy(reqs):
-        calls.append(len(reqs))
-        return orig(reqs)
-
-    backend.loglikelihoods = spy
-    try:
-        res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
-        assert calls == [] and res["timing"]["resumed_from_cache"] == 54
-        evaluate(_config(data_dir, tmp_path, k=2), backend=backend, progress=False)  # other prompts: new keys
-        assert sum(calls) == 27
-    finally:
-        del backend.loglikelihoods
+    before = backend.stats["requests"]
+    res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
+    assert backend.stats["requests"] == before and res["timing"]["resumed_from_cache"] == 54
+    evaluate(_config(data_dir, tmp_path, k=2), backend=backend, progress=False)  # other prompts: new keys
+    assert backend.stats["requests"] - before == 27
 
 
 def test_cache_key_includes_model_identity(backend, data_dir, tmp_path, tiny_model):
     evaluate(_config(data_dir, tmp_path, generate=False, settings=["natural"]), backend=backend, progress=False)
     other = HFBackend(*tiny_model, identity={"backend": "hf", "model": "another"})
-    calls = []
-    orig = other.loglikelihoods
-    other.loglikelihoods = lambda r: calls.append(len(r)) or orig(r)
     evaluate(_config(data_dir, tmp_path, generate=False, settings=["natural"]), backend=other, progress=False)
-    assert sum(calls) == 6
+    assert other.stats["requests"] == 6
+
+
+def test_one_pass_scoring_equals_separate_calls(backend):
+    from symtune.scoring import score_and_generate
+
+    reqs = [("Input: a b c\nOutput:", [" yes", " no way"]), ("Input: the quick brown fox jumps\nOutput:", [" ABC", " 12345"])]
+    scores, gens = score_and_generate(backend, reqs, 5, ["\n"])
+    assert gens == backend.generate([p for p, _ in reqs], 5, ["\n"])
+    for a, b in zip(scores, backend.loglikelihoods(reqs)):
+        assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-5)
 
 
 def test_torn_cache_line_is_dropped(tmp_path):

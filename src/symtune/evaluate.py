@@ -153,29 +153,39 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     return items, report
 
 
-def _run_cached(items, backend, cache: ResultCache, kind: str, max_new_tokens: int, bar) -> dict[str, object]:
-    """Values for every item, from the cache or computed in chunks (and then cached)."""
-    def key(it):
-        parts = {"model": backend.identity, "kind": kind, "prompt": it["prompt"]}
-        if kind == "rank":
-            parts["candidates"] = [" " + x for x in it["labels"]]
-        else:
-            parts.update(max_new_tokens=max_new_tokens, stop=["\n"])
-        return cache_key(**parts)
+def _key(backend, kind: str, item: dict, max_new_tokens: int) -> str:
+    parts = {"model": backend.identity, "kind": kind, "prompt": item["prompt"]}
+    if kind == "rank":
+        parts["candidates"] = [" " + x for x in item["labels"]]
+    else:
+        parts.update(max_new_tokens=max_new_tokens, stop=["\n"])
+    return cache_key(**parts)
 
-    keys = [key(it) for it in items]
-    todo = [i for i, k in enumerate(keys) if k not in cache]
+
+def _run_cached(items, backend, cache: ResultCache, kinds: tuple[str, ...], max_new_tokens: int, bar) -> dict:
+    """{kind: {item id: value}} for every item, from the cache or computed in chunks (then cached).
+    With both kinds, one pass over each prompt serves the ranking and the generation."""
+    from .scoring import score_and_generate
+
+    keys = {kind: [_key(backend, kind, it, max_new_tokens) for it in items] for kind in kinds}
+    todo = [i for i in range(len(items)) if any(keys[k][i] not in cache for k in kinds)]
     bar.update(len(items) - len(todo))
     for s in range(0, len(todo), CHUNK):
         chunk = todo[s : s + CHUNK]
-        if kind == "rank":
-            scores = backend.loglikelihoods([(items[i]["prompt"], [" " + x for x in items[i]["labels"]]) for i in chunk])
-            values = [[asdict(c) for c in sc] for sc in scores]
+        prompts = [items[i]["prompt"] for i in chunk]
+        if kinds == ("gen",):
+            got = {"gen": backend.generate(prompts, max_new_tokens, ["\n"])}
         else:
-            values = backend.generate([items[i]["prompt"] for i in chunk], max_new_tokens, ["\n"])
-        cache.put_many({keys[i]: v for i, v in zip(chunk, values)})
+            requests = [(p, [" " + x for x in items[i]["labels"]]) for p, i in zip(prompts, chunk)]
+            if "gen" in kinds:
+                scores, gens = score_and_generate(backend, requests, max_new_tokens, ["\n"])
+                got = {"rank": scores, "gen": gens}
+            else:
+                got = {"rank": backend.loglikelihoods(requests)}
+            got["rank"] = [[asdict(c) for c in sc] for sc in got["rank"]]
+        cache.put_many({keys[k][i]: v for k in kinds for i, v in zip(chunk, got[k])})
         bar.update(len(chunk))
-    return {it["id"]: cache.get(k) for it, k in zip(items, keys)}
+    return {k: {it["id"]: cache.get(key) for it, key in zip(items, keys[k])} for k in kinds}
 
 
 def score_items(items: list[dict], ranks: dict, gens: dict | None) -> list[dict]:
@@ -217,11 +227,10 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True) -> dict:
     samples: list[dict] = []
     if config.suite in ("paper", "icl"):
         items, report = plan_icl(config, backend)
-        total = len(items) * (2 if config.generate else 1)
-        with tqdm(total=total, desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            ranks = _run_cached(items, backend, cache, "rank", config.max_new_tokens, bar)
-            gens = _run_cached(items, backend, cache, "gen", config.max_new_tokens, bar) if config.generate else None
-        icl_samples = score_items(items, ranks, gens)
+        kinds = ("rank", "gen") if config.generate else ("rank",)
+        with tqdm(total=len(items), desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
+            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, bar)
+        icl_samples = score_items(items, got["rank"], got.get("gen"))
         chance = {t: 1 / info["labels"] for t, info in report.items()}
         results["icl"] = summarize(icl_samples, chance, seed=config.seed)
         results["data"] = report
@@ -250,7 +259,7 @@ def _algorithmic(config: EvalConfig, backend, cache: ResultCache, progress: bool
     with tqdm(total=len(reqs), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
         for n_new, idx in sorted(groups.items()):
             items = [{"id": reqs[i].id, "prompt": reqs[i].prompt} for i in idx]
-            got = _run_cached(items, backend, cache, "gen", n_new, bar)
+            got = _run_cached(items, backend, cache, ("gen",), n_new, bar)["gen"]
             for i in idx:
                 gens[i] = got[reqs[i].id]
     samples, tables = score_algorithmic(reqs, gens, plan.skipped)
