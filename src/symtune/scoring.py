@@ -114,7 +114,7 @@ class HFBackend:
     """Exact candidate scoring and greedy generation for a `transformers` causal LM."""
 
     def __init__(self, model, tokenizer, batch_size: int = 8, identity: dict | None = None, *,
-                 naive: bool = False, max_batch_tokens: int = 8192, max_pad_frac: float = 0.05,
+                 naive: bool = False, max_batch_tokens: int = 8192, max_pad_frac: float = 0.2,
                  add_bos: bool | None = None):
         import torch
 
@@ -128,6 +128,7 @@ class HFBackend:
         n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
         tml = getattr(tokenizer, "model_max_length", None)
         self.max_length = int(min(x for x in (n_ctx, tml if tml and tml < 10**7 else None, 10**9) if x))
+        self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
         self.stats = {"prefix_fallbacks": 0, "requests": 0, "candidates": 0, "forward_tokens": 0,
@@ -185,6 +186,11 @@ class HFBackend:
         return plan
 
     # -- model pieces
+    def _t(self, data):
+        """An integer tensor on the model's device."""
+        return self.torch.tensor(list(data) if isinstance(data, range) else data, dtype=self.torch.long,
+                                 device=self.device)
+
     def _decoder(self):
         return self.model.get_decoder()
 
@@ -208,7 +214,7 @@ class HFBackend:
     def _check_fast_path(self) -> None:
         """The fast path reimplements the model's head; check it matches model(...) once, else go naive."""
         torch = self.torch
-        ids = torch.tensor([self.encode("Input: a quick check of the fast path\nOutput:")])
+        ids = self._t([self.encode("Input: a quick check of the fast path\nOutput:")])
         try:
             with torch.inference_mode():
                 ref = self.model(input_ids=ids).logits.float()
@@ -253,7 +259,7 @@ class HFBackend:
         torch = self.torch
         self.stats["lm_head_rows"] += hidden_rows.shape[0]
         logp = torch.log_softmax(self._head(hidden_rows), dim=-1)
-        flat = torch.tensor([t for ts in targets for t in ts])
+        flat = self._t([t for ts in targets for t in ts])
         tok_lp = logp.gather(1, flat[:, None])[:, 0]
         greedy = logp.argmax(-1) == flat
         res, i = [], 0
@@ -285,7 +291,7 @@ class HFBackend:
         self.stats["forward_tokens"] += n * len(seqs)
         self.stats["padded_tokens"] += sum(n - len(s) for s in seqs)
         # right padding: causal attention keeps real tokens blind to the pads after them, so no mask needed
-        return self.torch.tensor([s + [self.pad_id] * (n - len(s)) for s in seqs])
+        return self._t([s + [self.pad_id] * (n - len(s)) for s in seqs])
 
     def _fast(self, plans: list[_Plan], out, on_prompt=None) -> None:
         """One forward per batch of prompts, then one forward for all their multi-token candidates together
@@ -302,7 +308,7 @@ class HFBackend:
             res = dec(input_ids=self._pad([plans[r].prompt_ids for r in rows]),
                       use_cache=on_prompt is not None or bool(multi))
             hidden, cache = res.last_hidden_state, _cache_of(res)
-            last = hidden[torch.arange(len(rows)), torch.tensor(lens) - 1]
+            last = hidden[self._t(range(len(rows))), self._t(lens) - 1]
             if on_prompt is not None:
                 for b, r in enumerate(rows):
                     on_prompt(r, last[b], cache, b, lens[b])
@@ -330,15 +336,16 @@ class HFBackend:
         if not self._sliceable_cache:  # a batch of one prompt here: extend the model's own cache object
             cache.batch_repeat_interleave(len(multi))
             return self._decoder()(input_ids=inp, use_cache=True, **{self._cache_kw: cache}).last_hidden_state
-        idx = torch.tensor([b for b, _ in multi])
+        idx = self._t([b for b, _ in multi])
         c = DynamicCache(ddp_cache_data=[(layer.keys.index_select(0, idx), layer.values.index_select(0, idx))
                                          for layer in cache.layers])
         n_cache, n_new = c.get_seq_length(), inp.shape[1]
-        plen = torch.tensor([lens[b] for b, _ in multi])
+        plen = self._t([lens[b] for b, _ in multi])
         # a prompt shorter than the batch's longest has pad keys in the cache: mask them out, and place
         # its candidate tokens right after its own last position
-        mask = torch.cat([torch.arange(n_cache)[None] < plen[:, None], torch.ones(len(multi), n_new, dtype=torch.bool)], 1)
-        pos = plen[:, None] + torch.arange(n_new)[None]
+        mask = torch.cat([self._t(range(n_cache))[None] < plen[:, None],
+                          torch.ones(len(multi), n_new, dtype=torch.bool, device=plen.device)], 1)
+        pos = plen[:, None] + self._t(range(n_new))[None]
         return self._decoder()(input_ids=inp, attention_mask=mask.long(), position_ids=pos, use_cache=True,
                                **{self._cache_kw: c}).last_hidden_state
 
@@ -358,9 +365,9 @@ class HFBackend:
         """Reference: the model's own forward over the whole sequence, full logits, no cache."""
         torch = self.torch
         self.stats["forward_tokens"] += len(ids)
-        logits = self.model(input_ids=torch.tensor([ids])).logits[0].float()
+        logits = self.model(input_ids=self._t([ids])).logits[0].float()
         logp = torch.log_softmax(logits[start - 1:len(ids) - 1], dim=-1)
-        tgt = torch.tensor(ids[start:])
+        tgt = self._t(ids[start:])
         lp = logp.gather(1, tgt[:, None])[:, 0].sum().item()
         return CandidateScore(lp, len(tgt), 0, bool((logp.argmax(-1) == tgt).all()))
 
@@ -376,7 +383,7 @@ class HFBackend:
 
             def __call__(self, input_ids, scores, **kwargs):
                 texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
-                return torch.tensor([any(s in t for s in self.stop) for t in texts])
+                return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
         torch = self.torch
         stop = [s for s in stop or [] if s]
@@ -391,8 +398,8 @@ class HFBackend:
         for s in range(0, len(order), bs):
             idx = order[s:s + bs]
             n = max(len(enc[i]) for i in idx)
-            ids = torch.tensor([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx], dtype=torch.long)
-            mask = torch.tensor([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
+            ids = self._t([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx])
+            mask = self._t([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
             kw = {"stopping_criteria": StoppingCriteriaList([_StopOnText(self.tokenizer, n, stop)])} if stop else {}
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
@@ -407,7 +414,6 @@ def _greedy_from_cache(backend: HFBackend, last, cache, b: int, lp: int, max_new
     """Greedy continuation of row b of a prompt batch, from its slice of the prompt's key/value cache."""
     from transformers.cache_utils import DynamicCache
 
-    torch = backend.torch
     c = DynamicCache(ddp_cache_data=[(layer.keys[b:b + 1, :, :lp], layer.values[b:b + 1, :, :lp]) for layer in cache.layers])
     dec, eos, ids = backend._decoder(), backend.tokenizer.eos_token_id, []
     logits = backend._head(last[None])[0]
@@ -418,7 +424,7 @@ def _greedy_from_cache(backend: HFBackend, last, cache, b: int, lp: int, max_new
         ids.append(t)
         if step == max_new_tokens - 1 or any(x in backend.tokenizer.decode(ids, skip_special_tokens=True) for x in stop):
             break
-        h = dec(input_ids=torch.tensor([[t]]), use_cache=True, **{backend._cache_kw: c}).last_hidden_state
+        h = dec(input_ids=backend._t([[t]]), use_cache=True, **{backend._cache_kw: c}).last_hidden_state
         logits = backend._head(h[0, -1:])[0]
     return _cut(backend.tokenizer.decode(ids, skip_special_tokens=True), stop)
 
