@@ -26,7 +26,7 @@ from symtune.algorithmic import (
     score_generation,
 )
 from symtune.algorithmic.concepts import parse_comment, program_length
-from symtune.algorithmic.suite import generate_all
+from symtune.algorithmic.suite import generate_all, token_budgets
 
 LISTS = ("list_functions",)
 
@@ -252,24 +252,24 @@ def test_other_format(bb):
 
 
 @pytest.mark.parametrize(
-    "gen, exact, parsed, malformed",
+    "gen, exact, parsed, malformed, cut",
     [
-        (" [1, 2]", True, True, False),
-        ("[1, 2]  ", True, True, False),
-        (" [1, 2]\nInput: [3]", True, True, False),  # only the first line is the answer
-        (" [1,2]", False, True, False),
-        (" [1, 2] is the output", False, True, False),
-        (" [2, 1]", False, False, False),
-        (" [1, 2, 3", False, False, True),  # cut off
-        (" the output is a list", False, False, True),
-        (" [1, x]", False, False, True),
-        ("", False, False, True),
-        ("\n[1, 2]", False, False, True),  # nothing on the answer line
+        (" [1, 2]", True, True, False, False),
+        ("[1, 2]  ", True, True, False, False),
+        (" [1, 2]\nInput: [3]", True, True, False, False),  # only the first line is the answer
+        (" [1,2]", False, True, False, False),
+        (" [1, 2] is the output", False, True, False, False),
+        (" [2, 1]", False, False, False, False),
+        (" [1, 2, 3", False, False, False, True),  # ran out of budget
+        (" the output is a list", False, False, True, False),
+        (" [1, x]", False, False, True, False),
+        ("", False, False, True, False),
+        ("\n[1, 2]", False, False, True, False),  # nothing on the answer line
     ],
 )
-def test_score_list_generation(gen, exact, parsed, malformed):
+def test_score_list_generation(gen, exact, parsed, malformed, cut):
     s = score_generation("list", gen, "[1, 2]")
-    assert (s["exact"], s["parsed"], s["malformed"]) == (exact, parsed, malformed)
+    assert (s["exact"], s["parsed"], s["malformed"], s["cut"]) == (exact, parsed, malformed, cut)
 
 
 def test_score_empty_list_and_bits():
@@ -280,7 +280,9 @@ def test_score_empty_list_and_bits():
     s = score_generation("bits", " '01' because", "'01'")
     assert not s["exact"] and s["parsed"]
     s = score_generation("bits", " 01", "'01'")
-    assert not s["parsed"] and s["malformed"]
+    assert not s["parsed"] and s["malformed"] and not s["cut"]
+    s = score_generation("bits", " '0101", "'01'")
+    assert not s["parsed"] and s["cut"] and not s["malformed"]
     assert score_generation("bits", " ''", "''")["exact"]
     assert not score_generation("bits", " '1'", "''")["parsed"]
     with pytest.raises(ValueError, match="not a well-formed"):
@@ -337,6 +339,25 @@ def test_generate_all_batches_and_keeps_order(bb):
     assert all(s["exact"] for s in samples)
     # every target fits its generation budget (a character is at least one byte-level token)
     assert all(r.max_new_tokens >= len(r.target) + 1 for r in plan.requests)
+
+
+class EchoCounting(EchoTargets):
+    def count_tokens(self, text):
+        return len(text.split())
+
+
+def test_token_budgets(bb):
+    plan = build_algorithmic_requests(bb, seed=0, limit=2, parts=["list_functions", "gen_concept"])
+    backend = EchoCounting({r.prompt: r.target for r in plan.requests})
+    gens = generate_all(backend, plan.requests, batch_size=4)
+    assert all(g == " " + r.target + "\nInput:" for g, r in zip(gens, plan.requests))
+    budgets = token_budgets(plan.requests, backend.count_tokens)
+    assert max(m for _, m, _ in backend.calls) == max(budgets) < max(r.max_new_tokens for r in plan.requests)
+    subs = {s.name: s for s in load_bigbench("list_functions", bb)}
+    for r, b in zip(plan.requests, budgets):
+        if r.part == "list_functions":  # sized for the subtask's longest target, whatever --limit asks
+            assert r.longest_target == max((e["target"] for e in subs[r.subtask].examples), key=len)
+        assert b == min(r.max_new_tokens, len(r.longest_target.split()) + 2) and len(r.target) <= len(r.longest_target)
 
 
 def test_evaluate_on_tiny_model(bb, tiny_model):

@@ -7,6 +7,9 @@ The answer is the generation's first line (generation stops at a newline; anythi
   ("[1,2]", "[1, 2] and more" match "[1, 2]"); binary strings: the first quoted string of 0s and 1s in the
   answer equals the target's (BIG-bench's output_regex for the task does the same).
 - **malformed**: the answer holds no parseable list (no quoted binary string); counted, and wrong.
+- **cut**: the answer opens a list ("[") or a quote and never closes it: generation ran out of budget,
+  which is sized for the longest target of the subtask, so the answer was too long; wrong, and counted
+  apart from malformed.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ def parse_bits(text: str) -> str | None:
 
 
 def score_generation(kind: str, generation: str, target: str) -> dict:
-    """{"answer", "exact", "parsed", "malformed"} for one generation; kind is "list" or "bits"."""
+    """{"answer", "exact", "parsed", "malformed", "cut"} for one generation; kind is "list" or "bits"."""
     answer = answer_line(generation if isinstance(generation, str) else "")
     exact = normalize_ws(answer) == normalize_ws(target)
     if kind == "list":
@@ -56,22 +59,28 @@ def score_generation(kind: str, generation: str, target: str) -> dict:
         raise ValueError(f"unknown answer kind {kind!r}")
     if want is None:
         raise ValueError(f"target {target!r} is not a well-formed {kind} answer")
-    return {"answer": answer, "exact": exact, "parsed": got is not None and got == want, "malformed": got is None}
+    opener, closer = ("[", "]") if kind == "list" else ("'", "'")
+    body = answer.strip()
+    cut = got is None and body.startswith(opener) and closer not in body[1:]
+    return {"answer": answer, "exact": exact, "parsed": got is not None and got == want, "malformed": got is None and not cut,
+            "cut": cut}  # fmt: skip
 
 
 def summarize(rows: Iterable[dict]) -> dict:
-    """Counts and accuracies over scored rows: n, exact, parsed, malformed, exact_acc, parsed_acc."""
-    n = exact = parsed = malformed = 0
+    """Counts and accuracies over scored rows: n, exact, parsed, malformed, cut, exact_acc, parsed_acc."""
+    n = exact = parsed = malformed = cut = 0
     for r in rows:
         n += 1
         exact += r["exact"]
         parsed += r["parsed"]
         malformed += r["malformed"]
+        cut += r["cut"]
     return {
         "n": n,
         "exact": exact,
         "parsed": parsed,
         "malformed": malformed,
+        "cut": cut,
         "exact_acc": exact / n if n else None,
         "parsed_acc": parsed / n if n else None,
     }

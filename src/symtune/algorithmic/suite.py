@@ -52,6 +52,7 @@ class AlgoRequest:
     max_new_tokens: int
     rule: str  # the rule in words (list functions, generated tasks) or the P3 program
     meta: dict = field(default_factory=dict)
+    longest_target: str = ""  # the longest target of the subtask (or set): what the budgets are sized for
 
 
 @dataclass
@@ -61,8 +62,8 @@ class AlgoPlan:
     config: dict  # the resolved arguments, for results files
 
 
-def _budget(sub: Subtask) -> int:
-    return max(len(e["target"]) for e in sub.examples) + BUDGET_SLACK
+def _longest(sub: Subtask) -> str:
+    return max((e["target"] for e in sub.examples), key=len)
 
 
 def _query_order(seed: int, key: str, n: int, limit: int | None) -> list[int]:
@@ -90,7 +91,7 @@ def list_requests(
     """k-shot requests for a list subtask: exemplars from its own pairs, never the query's row or input."""
     key = f"{part}/{sub.name}"
     inputs = [e["input"] for e in sub.examples]
-    budget, form = _budget(sub), get_format(fmt)
+    longest, form = _longest(sub), get_format(fmt)
     out = []
     for q in _query_order(seed, key, len(inputs), limit):
         candidates = [i for i in range(len(inputs)) if i != q and inputs[i] != inputs[q]]
@@ -109,9 +110,10 @@ def list_requests(
                     render_prompt(form, exemplars, inputs[q], instruction),
                     sub.examples[q]["target"],
                     "list",
-                    budget,
+                    len(longest) + BUDGET_SLACK,
                     sub.rule,
                     {"row": q, "exemplars": chosen, "format": fmt, "trial": trial, **sub.meta},
+                    longest,
                 )
             )
     return out
@@ -144,13 +146,14 @@ def concept_requests(
         else:
             rows[q] = (sub.name, sub.meta["category"], sub.meta["rule"], dict(sub.meta))
     eligible = sorted(rows)
-    budget, out = _budget(sub), []
+    longest, out = _longest(sub), []
     for j in _query_order(seed, key, len(eligible), limit):
         q = eligible[j]
         name, category, rule, meta = rows[q]
         ex = sub.examples[q]
         out.append(AlgoRequest(f"{key}/{q}/{CONCEPT_SETTING}", part, name, category, CONCEPT_SETTING,
-                               ex["input"], ex["target"], "bits", budget, rule, {**meta, "row": q}))  # fmt: skip
+                               ex["input"], ex["target"], "bits", len(longest) + BUDGET_SLACK, rule,
+                               {**meta, "row": q}, longest))  # fmt: skip
     return out
 
 
@@ -267,9 +270,9 @@ def score_algorithmic(
     """(samples, tables) for generations aligned with requests.
 
     samples: one dict per request (id, part, subtask, category, setting, rule, prompt_sha256, target,
-    generation, answer, exact, parsed, malformed, meta). tables: {"parts": {part: {setting: {"overall":
+    generation, answer, exact, parsed, malformed, cut, meta). tables: {"parts": {part: {setting: {"overall":
     stats, "categories": {category: stats}, "subtasks": {subtask: stats}}}}, "skipped": {part: reason}},
-    stats as score.summarize gives them (n, exact, parsed, malformed, exact_acc, parsed_acc).
+    stats as score.summarize gives them (n, exact, parsed, malformed, cut, exact_acc, parsed_acc).
     """
     if len(requests) != len(generations):
         raise ValueError(f"{len(generations)} generations for {len(requests)} requests")
@@ -306,13 +309,28 @@ def score_algorithmic(
     return samples, {"parts": parts, "skipped": dict(skipped or {})}
 
 
+def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str], int]) -> list[int]:
+    """Generation budgets in the model's own tokens: the token count of the longest target of the request's
+    subtask (with its leading space) + 2, never above the request's character-based budget. A correct
+    answer always fits, so the budget changes the cost of a run, not its scores; an answer cut at the budget
+    is longer than every target of its subtask (scored wrong, counted as `cut`)."""
+    n: dict[str, int] = {}
+    for r in requests:
+        if r.longest_target not in n:
+            n[r.longest_target] = count_tokens(" " + r.longest_target)
+    return [min(r.max_new_tokens, n[r.longest_target] + 2) for r in requests]
+
+
 def generate_all(backend, requests: Sequence[AlgoRequest], batch_size: int = 16, progress=None) -> list[str]:
-    """Greedy generations for all requests, batched by budget and prompt length, in request order."""
-    order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens, len(requests[i].prompt)))
+    """Greedy generations for all requests, in request order: batched by budget, then prompt length (a
+    backend with count_tokens gets token budgets, see token_budgets)."""
+    counter = getattr(backend, "count_tokens", None)
+    budgets = token_budgets(requests, counter) if counter is not None else [r.max_new_tokens for r in requests]
+    order = sorted(range(len(requests)), key=lambda i: (budgets[i], len(requests[i].prompt)))
     out: list[str | None] = [None] * len(requests)
     for j in range(0, len(order), batch_size):
         idx = order[j : j + batch_size]
-        budget = max(requests[i].max_new_tokens for i in idx)
+        budget = max(budgets[i] for i in idx)
         gens = backend.generate([requests[i].prompt for i in idx], max_new_tokens=budget, stop=STOP)
         if len(gens) != len(idx):
             raise RuntimeError(f"backend returned {len(gens)} generations for {len(idx)} prompts")
@@ -362,7 +380,8 @@ def format_algorithmic_tables(tables: dict, subtasks: bool = False) -> str:
             lines.append(row(c, lambda t, c=c: t["categories"].get(c)))
         lines.append(row("overall", lambda t: t["overall"]))
         mal = ", ".join(f"{s}: {by_setting[s]['overall']['malformed']}" for s in settings)
-        lines.append(f"malformed answers: {mal}")
+        cut = ", ".join(f"{s}: {by_setting[s]['overall']['cut']}" for s in settings)
+        lines.append(f"malformed answers: {mal}; cut at the budget: {cut}")
         if subtasks:
             subs = sorted({n for s in settings for n in by_setting[s]["subtasks"]})
             for n in subs:
