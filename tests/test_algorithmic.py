@@ -107,6 +107,20 @@ def test_hub_errors_are_clear(monkeypatch, tmp_path):
         load_bigbench("list_functions", tmp_path, hub=True)
 
 
+def test_hub_simp_turing_concept_without_comments(monkeypatch, tmp_path):
+    import datasets
+
+    rows = {"train": [{"inputs": "\n\nInput: '1'\nOutput: '0'\n\nInput: '11'\nOutput:", "targets": ["'00'"]},
+                      {"inputs": "Input: ''\nOutput:", "targets": []}]}  # fmt: skip
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    plan = build_algorithmic_requests(tmp_path, hub=True, parts=["simp_turing_concept"], max_program_length=None)
+    (r,) = plan.requests
+    assert r.prompt == "Input: '1'\nOutput: '0'\n\nInput: '11'\nOutput:" and r.target == "'00'"
+    assert r.subtask == "hub-train" and r.category == "length unknown"
+    plan = build_algorithmic_requests(tmp_path, hub=True, parts=["simp_turing_concept"])
+    assert not plan.requests and "without a `comment`" in plan.skipped["simp_turing_concept"]
+
+
 def test_missing_bigbench_is_skipped_with_reason_generated_still_run(tmp_path):
     plan = build_algorithmic_requests(tmp_path, seed=0, limit=1)
     assert set(plan.skipped) == {"list_functions", "simp_turing_concept"}

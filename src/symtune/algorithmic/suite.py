@@ -134,7 +134,9 @@ def concept_requests(
     key = f"{part}/{sub.name}"
     rows: dict[int, tuple[str, str, str, dict]] = {}
     for q, ex in enumerate(sub.examples):
-        if part == "simp_turing_concept":
+        if part == "simp_turing_concept" and "comment" not in ex:  # the hub copy: no program, no length
+            rows[q] = (sub.name, "length unknown", "", {"set": sub.name})
+        elif part == "simp_turing_concept":
             program, stated = parse_comment(ex["comment"])
             length = program_length(program)
             if max_program_length is not None and length > max_program_length:
