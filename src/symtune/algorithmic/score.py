@@ -74,7 +74,7 @@ def summarize(rows: Iterable[dict]) -> dict:
         exact += r["exact"]
         parsed += r["parsed"]
         malformed += r["malformed"]
-        cut += r["cut"]
+        cut += r.get("cut", False)  # samples written before `cut` existed lack it
     return {
         "n": n,
         "exact": exact,
