@@ -249,12 +249,13 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True) -> dict:
 
 def _algorithmic(config: EvalConfig, backend, cache: ResultCache, progress: bool):
     from .algorithmic import build_algorithmic_requests, score_algorithmic
+    from .algorithmic.suite import token_budgets
 
     plan = build_algorithmic_requests(config.data_dir, seed=config.seed, limit=config.limit, **config.algorithmic)
     reqs = plan.requests
     groups: dict[int, list[int]] = {}
-    for i, r in enumerate(reqs):
-        groups.setdefault(r.max_new_tokens, []).append(i)
+    for i, budget in enumerate(token_budgets(reqs, backend.count_tokens)):
+        groups.setdefault(budget, []).append(i)
     gens: list[str | None] = [None] * len(reqs)
     with tqdm(total=len(reqs), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
         for n_new, idx in sorted(groups.items()):
