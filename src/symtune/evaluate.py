@@ -78,7 +78,7 @@ class EvalConfig:
     max_tokens: int | None = None
     generate: bool = True
     max_new_tokens: int = 8
-    algorithmic: dict = field(default_factory=dict)  # extra arguments for the algorithmic suite
+    algorithmic: dict = field(default_factory=dict)  # arguments of build_algorithmic_requests (limit, settings, ...)
 
     def __post_init__(self):
         if self.suite not in SUITES:
@@ -251,7 +251,8 @@ def _algorithmic(config: EvalConfig, backend, cache: ResultCache, progress: bool
     from .algorithmic import build_algorithmic_requests, score_algorithmic
     from .algorithmic.suite import token_budgets
 
-    plan = build_algorithmic_requests(config.data_dir, seed=config.seed, limit=config.limit, **config.algorithmic)
+    opts = {"limit": config.limit, **config.algorithmic}  # the algorithmic suite may have its own limit
+    plan = build_algorithmic_requests(config.data_dir, seed=config.seed, **opts)
     reqs = plan.requests
     groups: dict[int, list[int]] = {}
     for i, budget in enumerate(token_budgets(reqs, backend.count_tokens)):
