@@ -24,8 +24,10 @@ from symtune.tune.data import IGNORE, check_special_tokens, tokenize_records
 from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+# fp32 and no time limit: the equality tests compare runs whose batches differ in shape (bf16 would round differently)
 FAST = dict(preset="cpu-small", batch_size=2, micro_batch_size=1, pack_length=512, max_input_tokens=500,
-            learning_rate=1e-3, warmup_steps=0, lr_scheduler="constant", save_steps=0)
+            learning_rate=1e-3, warmup_steps=0, lr_scheduler="constant", save_steps=0, precision="fp32",
+            time_limit_minutes=0, save_total_limit=2, keep_checkpoints=True)
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +115,11 @@ def test_lora_writes_adapter_and_merged_model(model_dir, mixture_dir, tmp_path):
     from symtune.models import load_model
 
     out = tmp_path / "lora"
-    summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, lora=True, lora_r=4,
-                   lora_alpha=8, lora_target_modules=["q_proj", "v_proj"], lora_learning_rate=5e-2)
+    summary = tune(str(model_dir), str(mixture_dir), str(out), lora=True, lora_r=4, lora_alpha=8,
+                   lora_target_modules=["q_proj", "v_proj"], lora_learning_rate=5e-2,
+                   **{**FAST, "max_steps": 2, "precision": "bf16-mixed"})  # bf16 autocast on CPU, fp32 master weights
     assert summary["learning_rate"] == 5e-2 and summary["optimizer"] == "adamw"
+    assert summary["precision"] == "bf16-mixed"
     adapter = out / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
     cfg = json.loads((adapter / "adapter_config.json").read_text())
@@ -149,6 +153,14 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(model_dir, mixture_dir, tmp_
     assert logged[-1]["icl/flipped_acc"] == pytest.approx(0.53) and logged[0]["icl/symbol_acc"] == 0.25
     assert summary["results"]["last_eval"]["icl/flipped_acc"] == pytest.approx(0.53)
     assert "flipped_acc=0.53" in (out / "README.md").read_text()
+
+
+def test_time_limit_stops_and_still_saves(model_dir, mixture_dir, tmp_path):
+    out = tmp_path / "limited"
+    summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 50, "time_limit_minutes": 1e-4,
+                                                                 "keep_checkpoints": False, "save_steps": 1})
+    assert summary["results"]["steps"] == summary["results"]["stopped_by_time_limit"] == 1
+    assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
 
 
 # ---- checkpoints: kill and resume, full disk ----------------------------------------------------
@@ -248,7 +260,8 @@ def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir,
     """The TRL-style invariance test: 2 CPU processes (gloo) x micro-batch 1 x 2 accumulation steps give the same
     per-step losses as 1 process x micro-batch 2 x 2 accumulation steps (global batch 4 both)."""
     opts = ["--max-steps", "3", "--batch-size", "4", "--pack-length", "512", "--max-input-tokens", "500",
-            "--learning-rate", "1e-3", "--warmup-steps", "0", "--lr-scheduler", "constant", "--save-steps", "0"]
+            "--learning-rate", "1e-3", "--warmup-steps", "0", "--lr-scheduler", "constant", "--save-steps", "0",
+            "--precision", "fp32", "--time-limit-minutes", "0"]
     ddp = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
@@ -263,7 +276,7 @@ def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir,
     single = tmp_path / "single"
     tune(str(model_dir), str(mixture_dir), str(single), preset="cpu-small", max_steps=3, batch_size=4,
          micro_batch_size=2, pack_length=512, max_input_tokens=500, learning_rate=1e-3, warmup_steps=0,
-         lr_scheduler="constant", save_steps=0)
+         lr_scheduler="constant", save_steps=0, precision="fp32", time_limit_minutes=0)
     a, b = _losses(single), _losses(ddp)
     assert sorted(a) == sorted(b) == [1, 2, 3]
     for step in a:
@@ -386,7 +399,7 @@ def test_presets_are_package_data_and_mirror_the_config():
     assert (paper["max_input_tokens"], paper["max_target_tokens"]) == (2048, 512)
     assert paper["lora_optimizer"] == "adamw" and paper["lora_learning_rate"] == 2e-4
     small = resolve_config("cpu-small", model="m", mixture="x", out="o")
-    assert small.effective_optimizer == "adamw" and small.precision == "fp32"
+    assert small.effective_optimizer == "adamw" and small.precision == "auto" and small.time_limit_minutes == 6
     for name in ("paper", "cpu-small"):  # every field a preset sets exists; every preset builds a valid config
         resolve_config(name)
 

@@ -80,10 +80,11 @@ class TuneConfig:
     # checkpoints, logs, evaluation
     save_steps: int = _f(20, "write a checkpoint every N steps (0: only the final model)")
     save_total_limit: int = _f(2, "keep at most this many checkpoints")
+    keep_checkpoints: bool = _f(True, "keep checkpoints after a successful run (to train on with --resume and more steps)")
     logging_steps: int = _f(1, "log loss and throughput every N steps")
     eval_every: int = _f(0, "call the evaluation hook every N steps (0: off; needs an eval_fn)")
     report_to: list[str] = _f(["none"], "extra trainer loggers: tensorboard, wandb, ... (the JSONL log is always written)")
-    time_limit_minutes: float | None = _f(None, "stop (and save) after this many minutes of training")
+    time_limit_minutes: float | None = _f(None, "stop (and save) after this many minutes of training (0 or None: no limit)")
     eos_token: str | None = _f(None, "EOS token to append to targets when the tokenizer has none (must be in vocab)")
     trust_remote_code: bool = _f(False, "allow model code from the hub")
 
@@ -109,8 +110,8 @@ class TuneConfig:
             problems.append(f"pack_length must be >= 16, got {self.pack_length}")
         if self.max_examples is not None and self.max_examples < 1:
             problems.append(f"max_examples must be >= 1, got {self.max_examples}")
-        if self.time_limit_minutes is not None and self.time_limit_minutes <= 0:
-            problems.append(f"time_limit_minutes must be > 0, got {self.time_limit_minutes}")
+        if self.time_limit_minutes is not None and self.time_limit_minutes < 0:
+            problems.append(f"time_limit_minutes must be >= 0, got {self.time_limit_minutes}")
         if problems:
             raise TuneError("invalid tuning config: " + "; ".join(problems))
 

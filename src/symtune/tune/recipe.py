@@ -24,7 +24,7 @@ LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "tune_summary.json"
 # Fields that may change between a run and its resumption.
 RESUMABLE_CHANGES = {"out", "preset", "time_limit_minutes", "report_to", "eval_every", "logging_steps",
-                     "dataloader_workers", "save_steps", "save_total_limit"}
+                     "dataloader_workers", "save_steps", "save_total_limit", "keep_checkpoints", "max_steps"}
 
 
 def tune(model: str, mixture: str, out: str, *, preset: str | None = "cpu-small", resume: bool = False,
@@ -61,7 +61,7 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     precision = _precision(config.precision)
     model, tokenizer = load_model(config.model, dtype="bfloat16" if precision == "bf16" else "float32",
                                   trust_remote_code=config.trust_remote_code)
-    _unmark_gguf(model)
+    unmark_gguf(model)
     notes = check_special_tokens(tokenizer, model, config.eos_token)
     attn = config.attn_implementation or "sdpa"
     if model.config._attn_implementation != attn:
@@ -163,6 +163,8 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
                                               summary["mixture"]["records_sha256"]))
     write_json(out / SUMMARY_FILE, summary)
     shutil.rmtree(out / ".cache", ignore_errors=True)
+    if not config.keep_checkpoints:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return summary
 
 
@@ -250,7 +252,18 @@ def _precision(precision: str) -> str:
         if precision != "fp32" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
             raise TuneError(f"precision {precision!r} needs bf16 support, which this GPU lacks; use fp32")
         return precision
-    return "bf16-mixed" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16-mixed" if cpu_has_native_bf16() else "fp32"
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix products run ~2-3x faster than fp32 there (elsewhere they are emulated)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def _sft_config(config: TuneConfig, out: Path, precision: str, grad_accum: int):
@@ -322,7 +335,7 @@ def _lora_config(config: TuneConfig):
                       task_type="CAUSAL_LM")
 
 
-def _unmark_gguf(model) -> None:
+def unmark_gguf(model) -> None:
     """A GGUF checkpoint is dequantised to ordinary float tensors when loaded, but transformers still marks the
     model as quantized, which Trainer refuses to fine-tune and save_pretrained would record. Drop the marks."""
     quantizer = getattr(model, "hf_quantizer", None)

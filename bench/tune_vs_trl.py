@@ -1,0 +1,308 @@
+"""symtune tune vs a plain TRL SFTTrainer (its defaults, no packing): same model, same mixture slice.
+
+    python bench/tune_vs_trl.py --mixture DIR                  # or --data-dir D to build the default-run mixture
+    python bench/tune_vs_trl.py --mixture DIR --examples 96 --trl-arg bf16=False --symtune-arg precision=bf16-mixed
+
+Both arms train one pass over the same first --examples records with AdamW at 2e-5 (TRL's default, linear
+decay) and about 8 examples per optimizer step (TRL's default batch), then score the same held-out records
+(the next --eval-examples) with one shared function. Each arm runs in its own process, so peak memory is its
+own. Printed: trained target tokens/s and total (real, unpadded) tokens/s of each, their ratio, model FLOP/s
+against a matmul peak measured in this run, peak memory, and the held-out loss before and after.
+
+Model FLOPs per example (same formula for both arms, counting only useful work): 6 x non-embedding params x
+tokens + 6 x layers x hidden x tokens^2 (causal attention, forward and backward) + 6 x vocab x hidden x target
+tokens (the LM head is needed on targets only).
+
+On a GPU: --device cuda --random-init 360m --tokenizer DIR builds a randomly initialised Llama of that size
+(weights do not matter for throughput) with the tokenizer saved in DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SIZES = {  # Llama shapes: (hidden, intermediate, layers, heads, kv heads)
+    "135m": (576, 1536, 30, 9, 3),
+    "360m": (960, 2560, 32, 15, 5),
+    "1b": (2048, 8192, 16, 32, 8),
+}
+
+
+def parse_kv(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v.lower() if v in ("True", "False") else v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+# ---- shared pieces ------------------------------------------------------------------------------
+
+def load(model_name: str, device: str):
+    from symtune.models import load_model
+    from symtune.tune.recipe import unmark_gguf
+
+    model, tok = load_model(model_name)
+    unmark_gguf(model)
+    return model.to(device), tok
+
+
+def heldout_loss(model, tok, records: list[dict]) -> float:
+    """Token-weighted NLL of completion + EOS given the prompt (tokenised alone), one record at a time."""
+    import torch
+
+    from symtune.tune.data import tokenize_example
+
+    device = next(model.parameters()).device
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for r in records:
+            p, c, _ = tokenize_example(tok, r["prompt"], r["completion"])
+            ids = torch.tensor([p + c], device=device)
+            logits = model(ids, use_cache=False).logits[0, len(p) - 1: -1].float()
+            total += torch.nn.functional.cross_entropy(logits, ids[0, len(p):], reduction="sum").item()
+            n += len(c)
+    return total / n
+
+
+def model_flops(config, lengths: list[int], targets: list[int]) -> float:
+    cfg = config.get_text_config()
+    d, layers, vocab = cfg.hidden_size, cfg.num_hidden_layers, cfg.vocab_size
+    head_dim = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
+    q, kv = cfg.num_attention_heads * head_dim, cfg.num_key_value_heads * head_dim
+    body = layers * (d * q + 2 * d * kv + q * d + 3 * d * cfg.intermediate_size)  # attention + gated MLP weights
+    return sum(6 * body * n + 6 * layers * q * n * n for n in lengths) + 6 * vocab * d * sum(targets)
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_peak(device: str, dtype_name: str, n: int) -> float:
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    reps, start = 0, time.time()
+    while time.time() - start < 2.0:
+        a @ b
+        reps += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * n**3 * reps / (time.time() - start)
+
+
+# ---- the two arms (each in its own process) -----------------------------------------------------
+
+def arm_trl(args, records, heldout) -> dict:
+    import torch
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    model, tok = load(args.model, args.device)
+    before = heldout_loss(model, tok, heldout)
+    model.train()
+    ds = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in records])
+    opts = {"output_dir": tempfile.mkdtemp(), "num_train_epochs": 1, "report_to": "none", "save_strategy": "no",
+            "logging_steps": 1, "seed": 0, "use_cpu": args.device == "cpu", **parse_kv(args.trl_arg)}
+    trainer = SFTTrainer(model=model, args=SFTConfig(**opts), train_dataset=ds, processing_class=tok)
+    start = time.time()
+    trainer.train()
+    if args.device == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.time() - start
+    prepared = trainer.train_dataset
+    lengths = [len(x) for x in prepared["input_ids"]]
+    targets = [sum(1 for v in lab[1:] if v != -100) for lab in prepared["labels"]]
+    a = trainer.args
+    return {"seconds": seconds, "lengths": lengths, "targets": targets, "before": before,
+            "after": heldout_loss(trainer.model, tok, heldout),
+            "train_loss": trainer.state.log_history[-1].get("train_loss"), "steps": trainer.state.global_step,
+            "settings": {"bf16": a.bf16, "gradient_checkpointing": a.gradient_checkpointing, "packing": a.packing,
+                         "padding_free": a.padding_free, "per_device_train_batch_size": a.per_device_train_batch_size,
+                         "optim": str(a.optim), "lr": a.learning_rate, "max_length": a.max_length},
+            "flops": model_flops(model.config, lengths, targets), "peak_mb": peak_memory_mb(args.device)}
+
+
+def arm_symtune(args, records, heldout, mixture: str) -> dict:
+    from symtune.mixture import load_mixture
+    from symtune.models import load_model, load_tokenizer
+    from symtune.tune import resolve_config, tune
+    from symtune.tune.data import pack, tokenize_records
+    from symtune.tune.recipe import unmark_gguf
+
+    opts = {"max_examples": args.examples, "learning_rate": 2e-5, "lr_scheduler": "linear", "warmup_steps": 0,
+            "save_steps": 0, "micro_batch_size": 1, **parse_kv(args.symtune_arg)}
+    cfg = resolve_config("cpu-small", model=args.model, mixture=mixture, out="-", **{k: v for k, v in opts.items()
+                                                                                    if k != "batch_size"})
+    # one pass over the packed sequences in about as many optimizer steps as TRL's batch of 8 examples takes
+    tok = load_tokenizer(args.model)
+    ds, _ = load_mixture(mixture)
+    prep = tokenize_records(ds, tok, cfg.max_input_tokens, cfg.max_target_tokens, args.examples)
+    n_packed = len(pack(prep.dataset, cfg.sequence_length)) if cfg.packing else len(prep.dataset)
+    steps = math.ceil(args.examples / 8)
+    micro = opts["micro_batch_size"]
+    batch = opts.get("batch_size") or max(micro, round(n_packed / steps / micro) * micro)
+    opts.update(batch_size=batch, max_steps=math.ceil(n_packed / batch))
+    out = Path(tempfile.mkdtemp()) / "run"
+    summary = tune(args.model, mixture, str(out), preset="cpu-small", **opts)
+    model, tok = load_model(str(out))
+    unmark_gguf(model)
+    model.to(args.device)
+    lengths = [len(x) for x in prep.dataset["input_ids"]]
+    targets = [sum(1 for v in lab if v != -100) for lab in prep.dataset["labels"]]
+    r = summary["results"]
+    return {"seconds": r["train_seconds"], "lengths": lengths, "targets": targets, "before": None,
+            "after": heldout_loss(model, tok, heldout), "train_loss": r["train_loss"], "steps": r["steps"],
+            "trained_tokens": r["tokens"], "trained_targets": r["target_tokens"],
+            "settings": {"precision": summary["precision"], "packing": summary["packing"]["mode"],
+                         "pack_length": cfg.sequence_length, "packed_sequences": n_packed, "batch_size": batch,
+                         "micro_batch_size": micro, "target_only_head": summary["target_only_head"],
+                         "gradient_checkpointing": cfg.gradient_checkpointing, "optimizer": summary["optimizer"]},
+            "flops": model_flops(model.config, lengths, targets), "peak_mb": summary["peak_memory_mb"]}
+
+
+# ---- orchestration ------------------------------------------------------------------------------
+
+def ensure_model(args, workdir: Path) -> str:
+    if not args.random_init:
+        return args.model
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    d = workdir / f"random-llama-{args.random_init}"
+    if not (d / "config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+        h, i, n_layers, heads, kv = SIZES[args.random_init]
+        cfg = LlamaConfig(hidden_size=h, intermediate_size=i, num_hidden_layers=n_layers, num_attention_heads=heads,
+                          num_key_value_heads=kv, vocab_size=len(tok), max_position_embeddings=4096,
+                          tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+                          pad_token_id=tok.pad_token_id)
+        torch.manual_seed(0)
+        LlamaForCausalLM(cfg).save_pretrained(d)
+        tok.save_pretrained(d)
+    return str(d)
+
+
+def ensure_mixture(args, workdir: Path) -> str:
+    if args.mixture:
+        return args.mixture
+    if not args.data_dir:
+        sys.exit("pass --mixture DIR or --data-dir D (to build the default run's mixture)")
+    from symtune.mixture import MixtureConfig, build_mixture
+
+    d = workdir / "mixture"
+    if not (d / "manifest.json").is_file():
+        build_mixture(MixtureConfig(data_dir=args.data_dir, max_per_task=8, k_min=2, k_max=3, max_tokens=1024), d,
+                      overwrite=True, progress=False)
+    return str(d)
+
+
+def run_arm(name: str, argv: list[str]) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    cmd = [sys.executable, __file__, *argv, "--arm", name, "--arm-out", path]
+    res = subprocess.run(cmd, env={**os.environ, "TQDM_DISABLE": "1"}, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"{name} arm failed:\n{res.stderr[-4000:]}")
+    return json.loads(Path(path).read_text())
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="smollm2-135m")
+    p.add_argument("--mixture", help="mixture directory (default: build the default run's from --data-dir)")
+    p.add_argument("--data-dir")
+    p.add_argument("--examples", type=int, default=48, help="training records (the first N of the mixture)")
+    p.add_argument("--eval-examples", type=int, default=16, help="held-out records (the next N)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--random-init", choices=sorted(SIZES), help="randomly initialised Llama of this size")
+    p.add_argument("--tokenizer", help="tokenizer directory for --random-init")
+    p.add_argument("--trl-arg", action="append", default=[], help="SFTConfig override for the TRL arm, k=v")
+    p.add_argument("--symtune-arg", action="append", default=[], help="tune() option for the symtune arm, k=v")
+    p.add_argument("--workdir", default=None, help="where built models/mixtures are kept (default: a temp dir)")
+    p.add_argument("--json", help="also write the results here")
+    p.add_argument("--arm", choices=["trl", "symtune"], help=argparse.SUPPRESS)
+    p.add_argument("--arm-out", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tune-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    mixture = ensure_mixture(args, workdir)
+    args.model = ensure_model(args, workdir)
+
+    from symtune.mixture import load_mixture
+
+    ds, _ = load_mixture(mixture)
+    if len(ds) < args.examples + args.eval_examples:
+        sys.exit(f"the mixture has {len(ds)} records; need --examples + --eval-examples")
+    records = [ds[i] for i in range(args.examples)]
+    heldout = [ds[i] for i in range(args.examples, args.examples + args.eval_examples)]
+
+    if args.arm:
+        result = arm_trl(args, records, heldout) if args.arm == "trl" else arm_symtune(args, records, heldout, mixture)
+        Path(args.arm_out).write_text(json.dumps(result))
+        return
+
+    child = ["--model", args.model, "--mixture", mixture, "--examples", str(args.examples), "--eval-examples",
+             str(args.eval_examples), "--device", args.device, *sum((["--trl-arg", a] for a in args.trl_arg), []),
+             *sum((["--symtune-arg", a] for a in args.symtune_arg), [])]
+    peaks = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in ("float32", "bfloat16")}
+    trl = run_arm("trl", child)
+    ours = run_arm("symtune", child)
+    peaks_after = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in peaks}
+
+    rows = []
+    for name, r in (("trl (defaults)", trl), ("symtune tune", ours)):
+        tokens, targets = sum(r["lengths"]), sum(r["targets"])
+        r.update(tokens=tokens, target_tokens=targets, tokens_per_s=tokens / r["seconds"],
+                 target_tokens_per_s=targets / r["seconds"], flops_per_s=r["flops"] / r["seconds"])
+        rows.append((name, r))
+    print(f"\nmodel {args.model} on {args.device}; {args.examples} training records ({trl['tokens']} tokens, "
+          f"{trl['target_tokens']} target tokens incl. EOS), held-out {args.eval_examples} records")
+    print(f"matmul peak measured here: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} "
+          f"GFLOP/s (after the arms: {peaks_after['float32'] / 1e9:.1f} / {peaks_after['bfloat16'] / 1e9:.1f})")
+    print(f"{'arm':<16}{'seconds':>9}{'steps':>7}{'tokens/s':>10}{'targets/s':>11}{'GFLOP/s':>9}{'%fp32pk':>9}"
+          f"{'%bf16pk':>9}{'peak MB':>9}{'loss before':>13}{'loss after':>12}")
+    for name, r in rows:
+        before = f"{trl['before']:.4f}"
+        print(f"{name:<16}{r['seconds']:>9.1f}{r['steps']:>7}{r['tokens_per_s']:>10.1f}{r['target_tokens_per_s']:>11.2f}"
+              f"{r['flops_per_s'] / 1e9:>9.2f}{100 * r['flops_per_s'] / peaks['float32']:>9.1f}"
+              f"{100 * r['flops_per_s'] / peaks['bfloat16']:>9.1f}{r['peak_mb']:>9.0f}{before:>13}{r['after']:>12.4f}")
+    ratio = ours["target_tokens_per_s"] / trl["target_tokens_per_s"]
+    ratio_total = ours["tokens_per_s"] / trl["tokens_per_s"]
+    print(f"\nratio symtune / trl: {ratio:.2f}x target tokens/s, {ratio_total:.2f}x total tokens/s "
+          f"(same examples, so the same ratio of wall time)")
+    print(f"held-out loss after: trl {trl['after']:.4f}, symtune {ours['after']:.4f} "
+          f"(before {trl['before']:.4f}; difference {ours['after'] - trl['after']:+.4f})")
+    print(f"trl settings: {trl['settings']}")
+    print(f"symtune settings: {ours['settings']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "peaks_after": peaks_after,
+                                               "trl": trl, "symtune": ours, "ratio_target_tokens_per_s": ratio,
+                                               "ratio_tokens_per_s": ratio_total}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
