@@ -176,7 +176,9 @@ class HangAfterSave(TrainerCallback):
             print("SAVED", state.global_step, flush=True)
             time.sleep(600)
 
-model, mixture, out, opts = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+model, mixture, out, opts, threads = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4]), int(sys.argv[5])
+import torch
+torch.set_num_threads(threads)  # as many as the reference run in the test process: equal kernels, equal results
 tune(model, mixture, out, callbacks=[HangAfterSave()], **opts)
 """
 
@@ -189,7 +191,8 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(model_dir, mi
     out = tmp_path / "killed"
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(model_dir), str(mixture_dir), str(out), json.dumps(opts)],
+    proc = subprocess.Popen([sys.executable, str(script), str(model_dir), str(mixture_dir), str(out), json.dumps(opts),
+                             str(torch.get_num_threads())],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         lines = []
