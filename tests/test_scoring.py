@@ -96,7 +96,9 @@ def test_bf16_fast_path_close_to_naive(tiny_model):
     model, tok = tiny_model
     m16 = type(model)(model.config).to(torch.bfloat16).eval()
     m16.load_state_dict(model.state_dict())
-    a = HFBackend(m16, tok).loglikelihoods(REQUESTS[:3])
+    fast16 = HFBackend(m16, tok)
+    assert not fast16.naive
+    a = fast16.loglikelihoods(REQUESTS[:3])
     b = HFBackend(m16, tok, naive=True).loglikelihoods(REQUESTS[:3])
     c = HFBackend(model, tok).loglikelihoods(REQUESTS[:3])
     assert _max_diff(a, b) < 0.1
