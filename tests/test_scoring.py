@@ -105,6 +105,22 @@ def test_bf16_fast_path_close_to_naive(tiny_model):
     assert _max_diff(a, c) < 0.5  # bf16 against fp32: close, not exact
 
 
+def test_fast_equals_naive_with_lora_adapter(tiny_model):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = tiny_model
+    torch.manual_seed(2)
+    tuned = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"],
+                                                            init_lora_weights=False)).eval()
+    fast = HFBackend(tuned, tok, batch_size=4)
+    assert not fast.naive
+    a = fast.loglikelihoods(REQUESTS)
+    assert _max_diff(a, HFBackend(tuned, tok, naive=True).loglikelihoods(REQUESTS)) < 1e-4
+    assert _max_diff(a, HFBackend(model, tok).loglikelihoods(REQUESTS)) > 1e-3  # the adapter is in the path
+
+
 def test_bad_requests(tiny_model):
     model, tok = tiny_model
     be = HFBackend(model, tok)
