@@ -155,6 +155,16 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(model_dir, mixture_dir, tmp_
     assert "flipped_acc=0.53" in (out / "README.md").read_text()
 
 
+def test_default_eval_hook_scores_a_fixed_icl_slice(model_dir, mixture_dir, data_dir, tmp_path):
+    out = tmp_path / "icl"
+    tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,
+         eval_data_dir=str(data_dir), eval_tasks=["subj"], eval_limit=2)
+    logged = [e for e in _log(out) if "icl/symbol/acc" in e]
+    assert [e["step"] for e in logged] == [0, 2]
+    for e in logged:
+        assert 0 <= e["icl/symbol/acc"] <= 1 and 0 <= e["icl/flipped/acc"] <= 1
+
+
 def test_time_limit_stops_and_still_saves(model_dir, mixture_dir, tmp_path):
     out = tmp_path / "limited"
     summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 50, "time_limit_minutes": 1e-4,

@@ -82,7 +82,11 @@ class TuneConfig:
     save_total_limit: int = _f(2, "keep at most this many checkpoints")
     keep_checkpoints: bool = _f(True, "keep checkpoints after a successful run (to train on with --resume and more steps)")
     logging_steps: int = _f(1, "log loss and throughput every N steps")
-    eval_every: int = _f(0, "call the evaluation hook every N steps (0: off; needs an eval_fn)")
+    eval_every: int = _f(0, "evaluate in-context learning every N steps (0: off); a small fixed slice, see eval_*")
+    eval_data_dir: str | None = _f(None, "data directory of the evaluation tasks for the hook (None: the hub)")
+    eval_tasks: list[str] | None = _f(None, "evaluation tasks for the hook (None: the paper's 11 held-out tasks)")
+    eval_settings: list[str] = _f(["symbol", "flipped"], "settings for the hook: held-out symbols, flipped labels")
+    eval_limit: int = _f(8, "queries per task and setting for the hook (the same ones at every call)")
     report_to: list[str] = _f(["none"], "extra trainer loggers: tensorboard, wandb, ... (the JSONL log is always written)")
     time_limit_minutes: float | None = _f(None, "stop (and save) after this many minutes of training (0 or None: no limit)")
     eos_token: str | None = _f(None, "EOS token to append to targets when the tokenizer has none (must be in vocab)")
@@ -95,7 +99,7 @@ class TuneConfig:
             if choices and getattr(self, f.name) not in choices:
                 problems.append(f"{f.name}={getattr(self, f.name)!r} is not one of {', '.join(choices)}")
         positive = ("max_steps", "batch_size", "micro_batch_size", "max_input_tokens", "max_target_tokens", "lora_r",
-                    "lora_alpha", "logging_steps", "save_total_limit")
+                    "lora_alpha", "logging_steps", "save_total_limit", "eval_limit")
         problems += [f"{n} must be >= 1, got {getattr(self, n)}" for n in positive if getattr(self, n) < 1]
         nonneg = ("warmup_steps", "weight_decay", "max_grad_norm", "save_steps", "eval_every", "dataloader_workers")
         problems += [f"{n} must be >= 0, got {getattr(self, n)}" for n in nonneg if getattr(self, n) < 0]

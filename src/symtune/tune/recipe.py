@@ -23,7 +23,8 @@ CONFIG_FILE = "tune_config.yaml"
 LOG_FILE = "train_log.jsonl"
 SUMMARY_FILE = "tune_summary.json"
 # Fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = {"out", "preset", "time_limit_minutes", "report_to", "eval_every", "logging_steps",
+RESUMABLE_CHANGES = {"out", "preset", "time_limit_minutes", "report_to", "eval_every", "eval_data_dir", "eval_tasks",
+                     "eval_settings", "eval_limit", "logging_steps",
                      "dataloader_workers", "save_steps", "save_total_limit", "keep_checkpoints", "max_steps"}
 
 
@@ -33,7 +34,8 @@ def tune(model: str, mixture: str, out: str, *, preset: str | None = "cpu-small"
 
     `options` are `TuneConfig` fields (see `symtune.tune.TuneConfig` for each one's meaning); they override
     the preset, which overrides the defaults. `resume` continues from the newest complete checkpoint in
-    `out/checkpoints`. `eval_fn(model, tokenizer) -> dict` is called every `eval_every` steps and logged.
+    `out/checkpoints`. `eval_fn(model, tokenizer) -> dict` is called every `eval_every` steps and logged
+    (default: `icl_hook.icl_eval_fn`, a fixed slice of the ICL suite configured by the `eval_*` options).
     Returns the run summary (also written to `out/tune_summary.json`).
     """
     config = resolve_config(preset, model=model, mixture=mixture, out=out, **options)
@@ -99,6 +101,11 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     trainer_ref = []
     extra = [JsonlLogCallback(out / LOG_FILE, lambda: trainer_ref[0])]
     eval_cb = time_cb = None
+    if eval_fn is None and config.eval_every:
+        from .icl_hook import icl_eval_fn
+
+        eval_fn = icl_eval_fn(config.eval_data_dir, config.eval_settings, config.eval_limit, config.eval_tasks,
+                              seed=config.seed)
     if eval_fn is not None and config.eval_every:
         eval_cb = EvalHookCallback(eval_fn, config.eval_every, lambda: trainer_ref[0], at_start=resume_from is None)
         extra.append(eval_cb)
