@@ -154,7 +154,7 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     from symtune.tune.recipe import unmark_gguf
 
     opts = {"max_examples": args.examples, "learning_rate": 2e-5, "lr_scheduler": "linear", "warmup_steps": 0,
-            "save_steps": 0, "micro_batch_size": 1, **parse_kv(args.symtune_arg)}
+            "save_steps": 0, "micro_batch_size": 1, "time_limit_minutes": 0, **parse_kv(args.symtune_arg)}
     cfg = resolve_config("cpu-small", model=args.model, mixture=mixture, out="-", **{k: v for k, v in opts.items()
                                                                                     if k != "batch_size"})
     # one pass over the packed sequences in about as many optimizer steps as TRL's batch of 8 examples takes
@@ -164,8 +164,8 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     n_packed = len(pack(prep.dataset, cfg.sequence_length)) if cfg.packing else len(prep.dataset)
     steps = math.ceil(args.examples / 8)
     micro = opts["micro_batch_size"]
-    batch = opts.get("batch_size") or max(micro, round(n_packed / steps / micro) * micro)
-    opts.update(batch_size=batch, max_steps=math.ceil(n_packed / batch))
+    batch = opts.get("batch_size") or micro * math.ceil(n_packed / steps / micro)
+    opts.update(batch_size=batch, max_steps=math.ceil(n_packed / batch))  # exactly one pass
     out = Path(tempfile.mkdtemp()) / "run"
     summary = tune(args.model, mixture, str(out), preset="cpu-small", **opts)
     model, tok = load_model(str(out))
@@ -174,6 +174,9 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     lengths = [len(x) for x in prep.dataset["input_ids"]]
     targets = [sum(1 for v in lab if v != -100) for lab in prep.dataset["labels"]]
     r = summary["results"]
+    if (r["tokens"], r["target_tokens"]) != (sum(lengths), sum(targets)):
+        sys.exit(f"symtune arm trained {r['tokens']} tokens / {r['target_tokens']} targets, not the slice's "
+                 f"{sum(lengths)} / {sum(targets)}: not exactly one pass")
     return {"seconds": r["train_seconds"], "lengths": lengths, "targets": targets, "before": None,
             "after": heldout_loss(model, tok, heldout), "train_loss": r["train_loss"], "steps": r["steps"],
             "trained_tokens": r["tokens"], "trained_targets": r["target_tokens"],
@@ -243,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--trl-arg", action="append", default=[], help="SFTConfig override for the TRL arm, k=v")
     p.add_argument("--symtune-arg", action="append", default=[], help="tune() option for the symtune arm, k=v")
     p.add_argument("--workdir", default=None, help="where built models/mixtures are kept (default: a temp dir)")
+    p.add_argument("--order", default="trl,symtune", help="which arm runs first (load on a shared machine drifts)")
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--arm", choices=["trl", "symtune"], help=argparse.SUPPRESS)
     p.add_argument("--arm-out", help=argparse.SUPPRESS)
@@ -269,8 +273,8 @@ def main(argv: list[str] | None = None) -> None:
              str(args.eval_examples), "--device", args.device, *sum((["--trl-arg", a] for a in args.trl_arg), []),
              *sum((["--symtune-arg", a] for a in args.symtune_arg), [])]
     peaks = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in ("float32", "bfloat16")}
-    trl = run_arm("trl", child)
-    ours = run_arm("symtune", child)
+    arms = {name: run_arm(name, child) for name in args.order.split(",")}
+    trl, ours = arms["trl"], arms["symtune"]
     peaks_after = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in peaks}
 
     rows = []

@@ -56,7 +56,10 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     out = Path(config.out)
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     main = state.is_main_process
-    resume_from = _prepare_out_dir(out, config, resume=resume, overwrite=overwrite, main=main)
+    resume_from = _check_out_dir(out, config, resume=resume, overwrite=overwrite)
+    state.wait_for_everyone()  # every process has looked before the main one writes
+    if main:
+        _init_out_dir(out, config, resume=resume, overwrite=overwrite, resume_from=resume_from)
     state.wait_for_everyone()
 
     dataset, manifest = load_mixture(config.mixture)  # MixtureError says what is wrong with the directory
@@ -199,7 +202,7 @@ def check_launch_environment() -> None:
             "launch --config_file configs/accelerate/cpu_ddp.yaml -m symtune.tune ...`")
 
 
-def _prepare_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool, main: bool) -> Path | None:
+def _check_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool) -> Path | None:
     """Refuse to mix runs; on resume, check the config matches and return the checkpoint to continue from."""
     ckpt_root = out / "checkpoints"
     previous = out / CONFIG_FILE
@@ -220,19 +223,21 @@ def _prepare_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: 
         if not overwrite:
             raise TuneError(f"{out} already holds a tuning run; pass --resume to continue it or --overwrite to "
                             "start over (which deletes its checkpoints)")
-    if main:
-        if overwrite and not resume:
-            for p in _previous_outputs(out):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(ckpt_root / ".staging", ignore_errors=True)  # leftovers of a run killed while saving
-        shutil.rmtree(out / ".cache", ignore_errors=True)
-        save_config(config, previous)
-        if resume_from is not None:
-            _truncate_log(out / LOG_FILE, int(resume_from.name.split("-")[1]))
-        else:
-            (out / LOG_FILE).unlink(missing_ok=True)
     return resume_from
+
+
+def _init_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool, resume_from: Path | None) -> None:
+    if overwrite and not resume:
+        for p in _previous_outputs(out):
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(out / "checkpoints" / ".staging", ignore_errors=True)  # leftovers of a run killed while saving
+    shutil.rmtree(out / ".cache", ignore_errors=True)
+    save_config(config, out / CONFIG_FILE)
+    if resume_from is not None:
+        _truncate_log(out / LOG_FILE, int(resume_from.name.split("-")[1]))
+    else:
+        (out / LOG_FILE).unlink(missing_ok=True)
 
 
 def _previous_outputs(out: Path) -> list[Path]:
