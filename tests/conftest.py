@@ -45,3 +45,13 @@ def tiny_model(smollm2_tokenizer):
     torch.set_num_threads(1)
     model = LlamaForCausalLM(cfg).eval()
     return model, tok
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tiny_model, tmp_path_factory) -> Path:
+    """The tiny random Llama saved as a local model directory, as a user's own model would be."""
+    model, tok = tiny_model
+    d = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d

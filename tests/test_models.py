@@ -18,15 +18,6 @@ from symtune.models import (
 )
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_model, tmp_path_factory):
-    model, tok = tiny_model
-    d = tmp_path_factory.mktemp("tiny")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
 def _lora(model, d, seed=1):
     """Save a LoRA adapter on `model` with non-zero B (so it changes the outputs) to directory d."""
     from peft import LoraConfig, get_peft_model

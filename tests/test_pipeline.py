@@ -5,19 +5,9 @@ import pytest
 from symtune.pipeline import PipelineError, RunConfig, load_run_config, run_pipeline
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tiny_model, tmp_path_factory):
-    """The tiny random Llama saved as a local model directory, as a user's own model would be."""
-    model, tok = tiny_model
-    d = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return str(d)
-
-
 def _config(tiny_dir, data_dir, out, **eval_kw):
     return RunConfig(
-        out=str(out), model=tiny_dir, data_dir=str(data_dir),
+        out=str(out), model=str(tiny_dir), data_dir=str(data_dir),
         mixture={"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2, "tokenizer": None, "max_tokens": None},
         tune={"preset": "cpu-small", "max_steps": 2, "batch_size": 2, "save_steps": 1, "pack_length": 512, "warmup_steps": 0},
         eval={"suite": "icl", "tasks": ["raft_overruling"], "settings": ["natural", "flipped"], "limit": 2, "max_new_tokens": 2, **eval_kw},
