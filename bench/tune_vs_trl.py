@@ -96,7 +96,11 @@ def peak_memory_mb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def matmul_peak(device: str, dtype_name: str, n: int) -> float:
+def arm_peaks(device: str) -> dict:
+    return {dt: matmul_peak(device, dt, 4096 if device == "cuda" else 1024, seconds=1.0) for dt in ("float32", "bfloat16")}
+
+
+def matmul_peak(device: str, dtype_name: str, n: int, seconds: float = 2.0) -> float:
     import torch
 
     dtype = getattr(torch, dtype_name)
@@ -106,7 +110,7 @@ def matmul_peak(device: str, dtype_name: str, n: int) -> float:
     if device == "cuda":
         torch.cuda.synchronize()
     reps, start = 0, time.time()
-    while time.time() - start < 2.0:
+    while time.time() - start < seconds:
         a @ b
         reps += 1
     if device == "cuda":
@@ -128,11 +132,13 @@ def arm_trl(args, records, heldout) -> dict:
     opts = {"output_dir": tempfile.mkdtemp(), "num_train_epochs": 1, "report_to": "none", "save_strategy": "no",
             "logging_steps": 1, "seed": 0, "use_cpu": args.device == "cpu", **parse_kv(args.trl_arg)}
     trainer = SFTTrainer(model=model, args=SFTConfig(**opts), train_dataset=ds, processing_class=tok)
+    peaks = arm_peaks(args.device)
     start = time.time()
     trainer.train()
     if args.device == "cuda":
         torch.cuda.synchronize()
     seconds = time.time() - start
+    peaks = {k: (v + arm_peaks(args.device)[k]) / 2 for k, v in peaks.items()}
     prepared = trainer.train_dataset
     lengths = [len(x) for x in prepared["input_ids"]]
     targets = [sum(1 for v in lab[1:] if v != -100) for lab in prepared["labels"]]
@@ -140,7 +146,7 @@ def arm_trl(args, records, heldout) -> dict:
     return {"seconds": seconds, "lengths": lengths, "targets": targets, "before": before,
             "after": heldout_loss(trainer.model, tok, heldout),
             "train_loss": trainer.state.log_history[-1].get("train_loss"), "steps": trainer.state.global_step,
-            "settings": {"bf16": a.bf16, "gradient_checkpointing": a.gradient_checkpointing, "packing": a.packing,
+            "peaks": peaks, "settings": {"bf16": a.bf16, "gradient_checkpointing": a.gradient_checkpointing, "packing": a.packing,
                          "padding_free": a.padding_free, "per_device_train_batch_size": a.per_device_train_batch_size,
                          "optim": str(a.optim), "lr": a.learning_rate, "max_length": a.max_length},
             "flops": model_flops(model.config, lengths, targets), "peak_mb": peak_memory_mb(args.device)}
@@ -167,7 +173,9 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     batch = opts.get("batch_size") or micro * math.ceil(n_packed / steps / micro)
     opts.update(batch_size=batch, max_steps=math.ceil(n_packed / batch))  # exactly one pass
     out = Path(tempfile.mkdtemp()) / "run"
+    peaks = arm_peaks(args.device)  # (tune() loads the model first; its train_seconds cover training only)
     summary = tune(args.model, mixture, str(out), preset="cpu-small", **opts)
+    peaks = {k: (v + arm_peaks(args.device)[k]) / 2 for k, v in peaks.items()}
     model, tok = load_model(str(out))
     unmark_gguf(model)
     model.to(args.device)
@@ -179,7 +187,7 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
                  f"{sum(lengths)} / {sum(targets)}: not exactly one pass")
     return {"seconds": r["train_seconds"], "lengths": lengths, "targets": targets, "before": None,
             "after": heldout_loss(model, tok, heldout), "train_loss": r["train_loss"], "steps": r["steps"],
-            "trained_tokens": r["tokens"], "trained_targets": r["target_tokens"],
+            "trained_tokens": r["tokens"], "trained_targets": r["target_tokens"], "peaks": peaks,
             "settings": {"precision": summary["precision"], "packing": summary["packing"]["mode"],
                          "pack_length": cfg.sequence_length, "packed_sequences": n_packed, "batch_size": batch,
                          "micro_batch_size": micro, "target_only_head": summary["target_only_head"],
@@ -287,17 +295,23 @@ def main(argv: list[str] | None = None) -> None:
           f"{trl['target_tokens']} target tokens incl. EOS), held-out {args.eval_examples} records")
     print(f"matmul peak measured here: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} "
           f"GFLOP/s (after the arms: {peaks_after['float32'] / 1e9:.1f} / {peaks_after['bfloat16'] / 1e9:.1f})")
-    print(f"{'arm':<16}{'seconds':>9}{'steps':>7}{'tokens/s':>10}{'targets/s':>11}{'GFLOP/s':>9}{'%fp32pk':>9}"
-          f"{'%bf16pk':>9}{'peak MB':>9}{'loss before':>13}{'loss after':>12}")
+    print("each arm's %peak is against the matmul peak measured in its own process just before and after training")
+    print(f"{'arm':<16}{'seconds':>9}{'steps':>7}{'tokens/s':>10}{'targets/s':>11}{'GFLOP/s':>9}{'fp32 pk':>9}"
+          f"{'%fp32pk':>9}{'bf16 pk':>9}{'%bf16pk':>9}{'peak MB':>9}{'loss before':>13}{'loss after':>12}")
     for name, r in rows:
         before = f"{trl['before']:.4f}"
+        pk = r["peaks"]
         print(f"{name:<16}{r['seconds']:>9.1f}{r['steps']:>7}{r['tokens_per_s']:>10.1f}{r['target_tokens_per_s']:>11.2f}"
-              f"{r['flops_per_s'] / 1e9:>9.2f}{100 * r['flops_per_s'] / peaks['float32']:>9.1f}"
-              f"{100 * r['flops_per_s'] / peaks['bfloat16']:>9.1f}{r['peak_mb']:>9.0f}{before:>13}{r['after']:>12.4f}")
+              f"{r['flops_per_s'] / 1e9:>9.2f}{pk['float32'] / 1e9:>9.1f}{100 * r['flops_per_s'] / pk['float32']:>9.1f}"
+              f"{pk['bfloat16'] / 1e9:>9.1f}{100 * r['flops_per_s'] / pk['bfloat16']:>9.1f}{r['peak_mb']:>9.0f}"
+              f"{before:>13}{r['after']:>12.4f}")
     ratio = ours["target_tokens_per_s"] / trl["target_tokens_per_s"]
     ratio_total = ours["tokens_per_s"] / trl["tokens_per_s"]
+    # the machine's speed can drift between the arms (a shared machine); normalise by each arm's own peak
+    ratio_norm = ratio * trl["peaks"]["bfloat16"] / ours["peaks"]["bfloat16"]
     print(f"\nratio symtune / trl: {ratio:.2f}x target tokens/s, {ratio_total:.2f}x total tokens/s "
-          f"(same examples, so the same ratio of wall time)")
+          f"(same examples, so the same ratio of wall time); {ratio_norm:.2f}x after normalising each arm by the "
+          "bf16 matmul peak measured around it")
     print(f"held-out loss after: trl {trl['after']:.4f}, symtune {ours['after']:.4f} "
           f"(before {trl['before']:.4f}; difference {ours['after'] - trl['after']:+.4f})")
     print(f"trl settings: {trl['settings']}")
@@ -305,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "peaks_after": peaks_after,
                                                "trl": trl, "symtune": ours, "ratio_target_tokens_per_s": ratio,
+                                               "ratio_normalised_by_peak": ratio_norm,
                                                "ratio_tokens_per_s": ratio_total}, indent=1))
 
 
