@@ -36,7 +36,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
         if f.name in _NOT_FLAGS:
             continue
         flag = "--" + f.name.replace("_", "-")
-        help_ = f.metadata.get("help", "")
+        help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         if f.name in _REQUIRED:
             sp.add_argument(flag, required=True, help=help_)
         elif f.type == "bool":
