@@ -215,8 +215,45 @@ def score_items(items: list[dict], ranks: dict, gens: dict | None) -> list[dict]
     return samples
 
 
-def evaluate(config: EvalConfig, backend=None, progress: bool = True) -> dict:
-    """Run the evaluation; write results.json and samples.jsonl in config.out; return the results."""
+def plan_evaluation(config: EvalConfig, backend):
+    """Everything the evaluation will ask: (ICL items, per-task data report, algorithmic plan or None)."""
+    items, report, algo = [], {}, None
+    if config.suite in ("paper", "icl"):
+        items, report = plan_icl(config, backend)
+    if config.suite in ("paper", "algorithmic"):
+        from .algorithmic import build_algorithmic_requests
+
+        opts = {"limit": config.limit, **config.algorithmic}  # the algorithmic suite may have its own limit
+        algo = build_algorithmic_requests(config.data_dir, seed=config.seed, **opts)
+    return items, report, algo
+
+
+def plan_tokens(config: EvalConfig, backend) -> int:
+    """The prompt tokens an evaluation processes: its size for `symtune run`'s time estimate."""
+    items, _, algo = plan_evaluation(config, backend)
+    prompts = [it["prompt"] for it in items] + [r.prompt for r in (algo.requests if algo else [])]
+    return sum(backend.count_tokens(p) for p in prompts)
+
+
+class _Progress:
+    """A tqdm bar that also tells `on_progress(done, total)` how far the whole evaluation is (both
+    parts) and shows its answer, if any (e.g. the run's time left), after the bar."""
+
+    def __init__(self, bar, on_progress, offset: int, total: int):
+        self.bar, self.on_progress, self.offset, self.total = bar, on_progress, offset, total
+
+    def update(self, n: int) -> None:
+        self.bar.update(n)
+        if self.on_progress:
+            text = self.on_progress(self.offset + self.bar.n, self.total)
+            if text:
+                self.bar.set_postfix_str(text)
+
+
+def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progress=None) -> dict:
+    """Run the evaluation; write results.json and samples.jsonl in config.out; return the results.
+    `on_progress(queries done, queries in all)` is called as queries finish; a string it returns is shown
+    after the progress bar."""
     t0 = time.time()
     out = Path(config.out)
     backend = backend or make_backend(config)
@@ -224,19 +261,21 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True) -> dict:
     resumed = len(cache)
     results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": _versions(),
                "seeds": {"seed": config.seed, "trials": list(range(config.trials))}}  # fmt: skip
+    items, report, algo = plan_evaluation(config, backend)
+    total = len(items) + (len(algo.requests) if algo else 0)
     samples: list[dict] = []
     if config.suite in ("paper", "icl"):
-        items, report = plan_icl(config, backend)
         kinds = ("rank", "gen") if config.generate else ("rank",)
         with tqdm(total=len(items), desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, bar)
+            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total))
         icl_samples = score_items(items, got["rank"], got.get("gen"))
         chance = {t: 1 / info["labels"] for t, info in report.items()}
         results["icl"] = summarize(icl_samples, chance, seed=config.seed)
         results["data"] = report
         samples += icl_samples
-    if config.suite in ("paper", "algorithmic"):
-        algo_samples, tables = _algorithmic(config, backend, cache, progress)
+    if algo is not None:
+        with tqdm(total=len(algo.requests), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
+            algo_samples, tables = _algorithmic(algo, backend, cache, _Progress(bar, on_progress, len(items), total))
         results["algorithmic"] = tables
         samples += algo_samples
     results["timing"] = {"seconds": round(time.time() - t0, 1), "queries": len(samples), "resumed_from_cache": resumed}
@@ -247,25 +286,22 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True) -> dict:
     return results
 
 
-def _algorithmic(config: EvalConfig, backend, cache: ResultCache, progress: bool):
-    from .algorithmic import build_algorithmic_requests, score_algorithmic
+def _algorithmic(algo, backend, cache: ResultCache, bar):
+    from .algorithmic import score_algorithmic
     from .algorithmic.suite import token_budgets
 
-    opts = {"limit": config.limit, **config.algorithmic}  # the algorithmic suite may have its own limit
-    plan = build_algorithmic_requests(config.data_dir, seed=config.seed, **opts)
-    reqs = plan.requests
+    reqs = algo.requests
     groups: dict[int, list[int]] = {}
     for i, budget in enumerate(token_budgets(reqs, backend.count_tokens)):
         groups.setdefault(budget, []).append(i)
     gens: list[str | None] = [None] * len(reqs)
-    with tqdm(total=len(reqs), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-        for n_new, idx in sorted(groups.items()):
-            items = [{"id": reqs[i].id, "prompt": reqs[i].prompt} for i in idx]
-            got = _run_cached(items, backend, cache, ("gen",), n_new, bar)["gen"]
-            for i in idx:
-                gens[i] = got[reqs[i].id]
-    samples, tables = score_algorithmic(reqs, gens, plan.skipped)
-    tables["config"] = plan.config
+    for n_new, idx in sorted(groups.items()):
+        items = [{"id": reqs[i].id, "prompt": reqs[i].prompt} for i in idx]
+        got = _run_cached(items, backend, cache, ("gen",), n_new, bar)["gen"]
+        for i in idx:
+            gens[i] = got[reqs[i].id]
+    samples, tables = score_algorithmic(reqs, gens, algo.skipped)
+    tables["config"] = algo.config
     return samples, tables
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
+from .eta import TRAIN_UNITS_PER_TOKEN, RunEta
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "runs" / "default.yaml"
@@ -107,7 +108,6 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     run.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run.dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
     redo = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
-    t_run = time.time()
     base_id = model_identity(config.model)
 
     mix_cfg = MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
@@ -120,20 +120,27 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
     keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
 
+    for name in redo:
+        if run.stage_dir(name, keys[name]).exists():
+            shutil.rmtree(run.stage_dir(name, keys[name]))
+    pending = [n for n in STAGES if not run.is_done(n, keys[n])]
+    eta = _run_eta(config, tune_opts, eval_base_cfg, pending, say)
+
     def stage(i: int, name: str, work) -> Path:
         key, d = keys[name], run.stage_dir(name, keys[name])
-        elapsed = time.time() - t_run
-        if name in redo and d.exists():
-            shutil.rmtree(d)
         if run.is_done(name, key):
+            seconds = run.state["stages"].get(name, {}).get("seconds")
             say(f"[{i}/{len(STAGES)}] {name}: done earlier ({d.relative_to(run.dir)}), skipped")
-            run.record(name, key, "done", run.state["stages"].get(name, {}).get("seconds"))
+            run.record(name, key, "done", seconds)
+            eta.finish(name, seconds, skipped=True)
             return d
-        say(f"[{i}/{len(STAGES)}] {name} -> {d.relative_to(run.dir)} (run time so far {elapsed / 60:.1f} min)")
+        eta.start(name)
+        say(f"[{i}/{len(STAGES)}] {name} -> {d.relative_to(run.dir)} ({eta.line()})")
         run.record(name, key, "running")
         t0 = time.time()
         work(d)
         run.finish(name, key, time.time() - t0)
+        eta.finish(name)
         say(f"[{i}/{len(STAGES)}] {name} finished in {(time.time() - t0) / 60:.1f} min")
         return d
 
@@ -150,7 +157,8 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
         resume = (d / "checkpoints").exists()
         if resume:
             say("  resuming tuning from its last checkpoint")
-        tune(config.model, str(mixture_dir), str(d), preset=preset, resume=resume, overwrite=not resume, seed=config.seed, **opts)
+        tune(config.model, str(mixture_dir), str(d), preset=preset, resume=resume, overwrite=not resume, seed=config.seed,
+             callbacks=[_eta_callback(eta, say)], **opts)
 
     tune_dir = stage(2, "tune", do_tune)
 
@@ -158,7 +166,13 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
     def do_eval(model: str, tag: str):
         def work(d: Path) -> None:
-            results[tag] = evaluate(_eval_config(config, model, d), progress=progress)
+            name = f"eval_{tag}"
+
+            def on_progress(done: int, total: int) -> str:
+                eta.progress(name, done / max(total, 1))
+                return eta.line()
+
+            results[tag] = evaluate(_eval_config(config, model, d), progress=progress, on_progress=on_progress)
             say(format_results(results[tag]))
 
         return work
@@ -174,5 +188,57 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
         say(f"  report: {path}")
 
     stage(5, "report", do_report)
-    say(f"run finished in {(time.time() - t_run) / 60:.1f} min: {run.dir}")
+    say(f"run finished in {(time.time() - eta.t0) / 60:.1f} min: {run.dir}")
     return run.state
+
+
+def _run_eta(config: RunConfig, tune_opts: dict, eval_cfg, pending: list[str], say) -> RunEta:
+    """The whole-run estimate, sized by the tuning tokens planned and the evaluation's prompt tokens."""
+    from .tune.config import resolve_config
+
+    opts = dict(tune_opts)
+    tc = resolve_config(opts.pop("preset", "cpu-small"), **opts)
+    train_tokens = tc.max_steps * tc.batch_size * tc.pack_length if tc.packing and tc.max_steps > 0 else None
+    eval_tokens = None
+    if {"eval_base", "eval_tuned"} & set(pending) and not eval_cfg.server:
+        from .evaluate import TokenCounter, plan_tokens
+        from .models import load_tokenizer
+
+        try:
+            eval_tokens = plan_tokens(eval_cfg, TokenCounter(load_tokenizer(config.model)))
+        except Exception as e:  # the estimate is a convenience: the stage itself reports the real problem
+            say(f"  (no time estimate for the evaluations: {e})")
+    sizes = {"mixture": ("other", None), "tune": ("tune", train_tokens and TRAIN_UNITS_PER_TOKEN * train_tokens),
+             "eval_base": ("eval", eval_tokens), "eval_tuned": ("eval", eval_tokens), "report": ("other", None)}  # fmt: skip
+    caps = {"tune": tc.time_limit_minutes * 60} if tc.time_limit_minutes else {}
+    return RunEta(sizes, caps)
+
+
+def _eta_callback(eta: RunEta, say, every: float = 30.0):
+    """Reports tuning progress (steps, or the time limit's share when larger) and prints the run's
+    estimate at most every `every` seconds."""
+    from transformers import TrainerCallback
+
+    class EtaCallback(TrainerCallback):
+        def __init__(self):
+            self.t_train = self.t_said = None
+
+        def _report(self, args, state) -> None:
+            now = time.time()
+            self.t_train = self.t_train or now
+            fraction = state.global_step / state.max_steps if state.max_steps else 0.0
+            limit = eta.caps.get("tune")
+            if limit:
+                fraction = max(fraction, (now - self.t_train) / limit)
+            eta.progress("tune", fraction)
+            if state.is_world_process_zero and (self.t_said is None or now - self.t_said >= every):
+                self.t_said = now
+                say(f"  {eta.line()}")
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._report(args, state)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._report(args, state)
+
+    return EtaCallback()
