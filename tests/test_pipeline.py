@@ -51,3 +51,50 @@ def test_from_stage_redoes_it(tiny_dir, data_dir, tmp_path):
     assert sum("skipped" in x for x in lines) == 3
     with pytest.raises(PipelineError, match="unknown stage"):
         run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), from_stage="deploy")
+
+
+def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, data_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dataclasses import asdict
+
+    import yaml
+
+    from symtune.tune.trainer import last_checkpoint
+
+    config = _config(tiny_dir, data_dir, tmp_path / "run")
+    config.tune.update(max_steps=40, save_steps=2, time_limit_minutes=None)
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(asdict(config)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "symtune", "run", str(path), "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline, ckpt = time.time() + 300, None
+        while ckpt is None and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+            ckpt = next((c for c in map(last_checkpoint, (tmp_path / "run" / "stages").glob("tune-*/checkpoints")) if c), None)
+        assert ckpt is not None, "the run did not reach a tuning checkpoint"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    tune_dir = ckpt.parent.parent
+    assert proc.returncode == -signal.SIGKILL and not (tune_dir / ".done").exists()
+    state = json.loads((tmp_path / "run" / "state.json").read_text())
+    assert state["stages"]["tune"]["status"] == "running"
+
+    lines = []
+    state = run_pipeline(config, progress=False, say=lines.append)
+    assert "mixture: done earlier" in lines[0]
+    assert any("resuming tuning from its last checkpoint" in x for x in lines)
+    summary = json.loads((tune_dir / "tune_summary.json").read_text())
+    assert summary["resumed_from"] and int(summary["resumed_from"].rsplit("-", 1)[1]) >= 2
+    assert summary["results"]["steps"] == 40
+    assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
+    # the whole-run estimate: once tuning has been timed, the evaluations are projected
+    assert any(x.startswith("[3/5] eval_base") and "min left" in x for x in lines)
