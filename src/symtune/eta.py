@@ -1,13 +1,15 @@
 """The whole-run time estimate of `symtune run`, from what the run itself has measured.
 
-Each stage has a size in *work units*: an evaluation's prompt tokens, and for tuning three units per
-training token (a forward and a backward pass cost about three forward passes of FLOPs). A running stage
-projects its own remaining time from its progress; a stage not started yet takes the seconds per unit
+Each stage has a size in *work units*: an evaluation's prompt tokens, and for tuning 1.8 units per
+training token. (FLOPs alone would say 3, a forward and a backward pass; but evaluation also pads
+batches, scores every label and decodes answers. In the default run on 2 CPU cores a training token took
+as long as 1.8 evaluation prompt tokens: 40,960 training tokens in 195 s; 101,260 prompt tokens in 272 s
+and in 246 s.) A running stage projects its own remaining time from its progress; a stage not started yet takes the seconds per unit
 measured on a stage of the same kind (the tuned model's evaluation is timed by the base model's), else on
 the other kind, converted through the units. Before anything has been measured there is no estimate, and
 the line says so rather than guess. Stages finished in an earlier invocation count with their recorded
-seconds as measurements. The unit conversion is approximate (evaluation pads batches and decodes answers;
-on 2 CPU cores an evaluation ran at ~0.6x the projected speed), so a projected stage is marked `~`.
+seconds as measurements. The conversion between kinds depends on the hardware, so an estimate that uses
+it is marked `~`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-TRAIN_UNITS_PER_TOKEN = 3
+TRAIN_UNITS_PER_TOKEN = 1.8
 
 
 @dataclass
