@@ -98,3 +98,23 @@ def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, data_d
     assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
     # the whole-run estimate: once tuning has been timed, the evaluations are projected
     assert any(x.startswith("[3/5] eval_base") and "min left" in x for x in lines)
+
+
+def test_stages_follow_the_data_content_not_its_path(tiny_dir, data_dir, tmp_path):
+    import shutil
+
+    first = tmp_path / "data1"
+    for task in ("rte", "sst2", "raft_overruling"):
+        shutil.copytree(data_dir / "tasks" / task, first / "tasks" / task)
+    run_pipeline(_config(tiny_dir, first, tmp_path / "run"), progress=False, say=lambda s: None)
+
+    moved = first.rename(tmp_path / "data2")  # the same data elsewhere: nothing to redo
+    lines = []
+    run_pipeline(_config(tiny_dir, moved, tmp_path / "run"), progress=False, say=lines.append)
+    assert sum("skipped" in x for x in lines) == 5
+
+    rows = moved / "tasks" / "raft_overruling" / "train.jsonl"
+    rows.write_text("".join(rows.read_text().splitlines(keepends=True)[:-1]))  # one row less: redo
+    lines = []
+    run_pipeline(_config(tiny_dir, moved, tmp_path / "run"), progress=False, say=lines.append)
+    assert not any("skipped" in x for x in lines)

@@ -1,7 +1,7 @@
 """`symtune run`: mixture -> tune -> evaluate the base model -> evaluate the tuned model -> report.
 
-Each stage writes into `<run>/stages/<stage>-<key>`, where the key hashes the stage's own configuration and
-the keys of the stages it reads. A stage whose directory holds a `.done` marker with its key is skipped, so
+Each stage writes into `<run>/stages/<stage>-<key>`, where the key hashes the stage's own configuration, the
+content of the local data directory (not its path) and the keys of the stages it reads. A stage whose directory holds a `.done` marker with its key is skipped, so
 a finished run does no work again and a changed configuration redoes exactly the stages it changes. An
 interrupted stage resumes: tuning from its last checkpoint, evaluation from its per-query cache.
 `state.json` in the run directory records every stage's directory, key, status and duration.
@@ -58,6 +58,23 @@ def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
     return RunConfig(**raw)
 
 
+def data_fingerprint(data_dir: str | None) -> str | None:
+    """sha256 over every file under the local data directory (relative path and bytes): a stage is redone
+    when any data file changes, and kept when the same data is moved. None (hub data): not fingerprinted."""
+    if data_dir is None:
+        return None
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise PipelineError(f"data_dir {data_dir!r} is not a directory; pass --data-dir PATH (see the README's data format)")
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return "sha256:" + h.hexdigest()
+
+
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -111,11 +128,13 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     base_id = model_identity(config.model)
 
     mix_cfg = MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
-    keys = {"mixture": _key("mixture", asdict(mix_cfg))}
+    data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
+    keys = {"mixture": _key("mixture", {**asdict(mix_cfg), "data_dir": data})}
     tune_opts = dict(config.tune)
     keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
     eval_base_cfg = _eval_config(config, config.model, Path("."))
     eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")}
+    eval_opts["data_dir"] = data
     keys["eval_base"] = _key("eval", base_id, eval_opts)
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
     keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
