@@ -118,3 +118,45 @@ def test_stages_follow_the_data_content_not_its_path(tiny_dir, data_dir, tmp_pat
     lines = []
     run_pipeline(_config(tiny_dir, moved, tmp_path / "run"), progress=False, say=lines.append)
     assert not any("skipped" in x for x in lines)
+
+
+def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """tune.launch hands the tuning stage to `accelerate launch` (here 2 CPU processes); the process count is
+    not part of the stage key, since per-step results do not depend on it."""
+    import socket
+    from pathlib import Path
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    accel = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml"
+    config = _config(tiny_dir, data_dir, tmp_path / "run")
+    lines = []
+    config.tune.update(micro_batch_size=1, launch=["--config_file", str(accel), "--main_process_port", port])
+    state = run_pipeline(config, progress=False, say=lines.append)
+    assert any("-m accelerate.commands.launch --config_file" in x and "-m symtune.tune" in x for x in lines)
+    tune_dir = tmp_path / "run" / state["stages"]["tune"]["dir"]
+    summary = json.loads((tune_dir / "tune_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["results"]["steps"] == 2
+    assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
+
+    del config.tune["launch"]  # the same run in one process: already done
+    lines = []
+    run_pipeline(config, progress=False, say=lines.append)
+    assert sum("skipped" in x for x in lines) == 5
+
+
+def test_tune_argv_round_trips_through_the_cli():
+    from symtune.cli import build_parser
+    from symtune.tune.cli import tune_argv
+
+    argv = tune_argv("M", "MIX", "OUT", preset="paper", resume=True, max_steps=7, lora=True, packing=False,
+                     lora_target_modules=["q_proj", "v_proj"], learning_rate=1e-4, seed=3)
+    args = build_parser().parse_args(["tune", *argv])
+    assert (args.model, args.mixture, args.out, args.preset, args.resume) == ("M", "MIX", "OUT", "paper", True)
+    assert (args.max_steps, args.lora, args.packing, args.learning_rate, args.seed) == (7, True, False, 1e-4, 3)
+    assert args.lora_target_modules == ["q_proj", "v_proj"]
+    with pytest.raises(ValueError, match="unknown tuning option 'epochz'"):
+        tune_argv("M", "MIX", "OUT", epochz=3)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -131,6 +134,7 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
     keys = {"mixture": _key("mixture", {**asdict(mix_cfg), "data_dir": data})}
     tune_opts = dict(config.tune)
+    launch = tune_opts.pop("launch", None)  # how many processes does not change the result: not in the key
     keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
     eval_base_cfg = _eval_config(config, config.model, Path("."))
     eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")}
@@ -176,6 +180,10 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
         resume = (d / "checkpoints").exists()
         if resume:
             say("  resuming tuning from its last checkpoint")
+        if launch:
+            _launch_tune(launch, config.model, str(mixture_dir), str(d), preset=preset, resume=resume,
+                         overwrite=not resume, seed=config.seed, say=say, **opts)
+            return
         tune(config.model, str(mixture_dir), str(d), preset=preset, resume=resume, overwrite=not resume, seed=config.seed,
              callbacks=[_eta_callback(eta, say)], **opts)
 
@@ -209,6 +217,22 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     stage(5, "report", do_report)
     say(f"run finished in {(time.time() - eta.t0) / 60:.1f} min: {run.dir}")
     return run.state
+
+
+def _launch_tune(launch: list, model: str, mixture: str, out: str, *, say, **kwargs) -> None:
+    """The tuning stage as `accelerate launch <launch...> -m symtune.tune ...` (several GPUs or processes);
+    `launch` is the list of accelerate's own arguments, e.g. [--config_file, fsdp2.yaml, --num_processes, 8]."""
+    from .tune.cli import tune_argv
+
+    if not isinstance(launch, list) or not launch:
+        raise PipelineError(f"tune.launch must be a list of `accelerate launch` arguments, got {launch!r}")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *map(str, launch), "-m", "symtune.tune",
+           *tune_argv(model, mixture, out, **kwargs)]  # fmt: skip
+    say("  " + shlex.join(cmd))
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise PipelineError(f"tuning under accelerate launch failed (exit status {rc}); see its output above. "
+                            "Rerunning `symtune run` resumes it from its last checkpoint.")
 
 
 def _run_eta(config: RunConfig, tune_opts: dict, eval_cfg, pending: list[str], say) -> RunEta:

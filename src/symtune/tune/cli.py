@@ -49,6 +49,28 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     return sp
 
 
+def tune_argv(model: str, mixture: str, out: str, *, preset: str = "cpu-small", resume: bool = False,
+              overwrite: bool = False, **options) -> list[str]:
+    """The `symtune tune` / `python -m symtune.tune` arguments that run `tune(model, mixture, out, ...)`:
+    how `symtune run` hands its tuning stage to `accelerate launch`."""
+    types = {f.name: f.type for f in fields(TuneConfig)}
+    argv = ["--model", model, "--mixture", mixture, "--out", out, "--preset", preset]
+    argv += ["--resume"] * resume + ["--overwrite"] * overwrite
+    for name, value in options.items():
+        if name not in types or name in _NOT_FLAGS + _REQUIRED:
+            raise ValueError(f"unknown tuning option {name!r}")
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if types[name] == "bool":
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+        elif isinstance(value, (list, tuple)):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 def run_tune(args) -> int:
     from .recipe import tune
 
