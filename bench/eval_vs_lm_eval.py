@@ -9,7 +9,13 @@ Prints throughput (requests/s) of both and their ratio, the largest |Δ log-like
 agreement (rank classification on the summed log-prob), the bf16 figures beside fp32, and achieved
 FLOP/s against a matmul peak measured in the same run.
 
+With `--generate N`, each request is what `symtune eval` asks of every query: the candidates' log-likelihoods
+AND a greedy answer of up to N tokens (stop at a newline). symtune does both from one forward pass
+(`score_and_generate`); lm-eval needs its `loglikelihood` requests plus a `generate_until` request per
+prompt, as a user of the harness would run them. Greedy answers are compared too.
+
     python bench/eval_vs_lm_eval.py --data-dir ../shared/data --n 60
+    python bench/eval_vs_lm_eval.py --data-dir ../shared/data --n 60 --generate 6
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import torch
 
 from symtune.episodes import EVAL_SETTINGS, draw_episode, prepare_task, query_order, render
 from symtune.models import load_model, model_identity, resolve_model
-from symtune.scoring import HFBackend
+from symtune.scoring import HFBackend, score_and_generate
 from symtune.symbols import SymbolPool
 from symtune.tasks import load_catalogue, select_tasks
 
@@ -90,6 +96,14 @@ class LmEvalRunner:
             i += len(cands)
         return out
 
+    def generate(self, prompts: list[str], max_new_tokens: int) -> list[str]:
+        from lm_eval.api.instance import Instance
+
+        args = {"until": ["\n"], "max_gen_toks": max_new_tokens, "do_sample": False}
+        inst = [Instance(request_type="generate_until", doc={}, arguments=(p, dict(args)), idx=i)
+                for i, p in enumerate(prompts)]
+        return self.lm.generate_until(inst, disable_tqdm=True)
+
     def tokens_fed(self, reqs) -> int:
         """Tokens lm-eval runs through the model: context+continuation-1 per pair, except that one-token
         continuations of the same context share one forward (its `group_by="contexts"`)."""
@@ -131,6 +145,8 @@ def main(argv=None):
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--skip-bf16", action="store_true")
     ap.add_argument("--naive", action="store_true", help="also time symtune's naive reference path")
+    ap.add_argument("--generate", type=int, default=0, metavar="N",
+                    help="also a greedy answer of up to N tokens per request, as `symtune eval` does (0: scoring only)")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -142,7 +158,7 @@ def main(argv=None):
     ref = resolve_model(args.model)
     fig: dict = {"model": model_identity(args.model), "n_requests": len(reqs),
                  "n_candidates": sum(len(c) for _, c in reqs), "threads": args.threads, "torch": torch.__version__,
-                 "chunks": args.chunks}
+                 "chunks": args.chunks, "generate": args.generate}
     fig["matmul_peak_gflops"] = {"float32": matmul_peak(torch.float32) / 1e9,
                                  "bfloat16": matmul_peak(torch.bfloat16) / 1e9}
 
@@ -161,8 +177,15 @@ def main(argv=None):
     fig["multi_token_candidates"] = sum(be.count_tokens(p + c) - be.count_tokens(p) > 1 for p, cs in reqs for c in cs)
 
     def call(name, chunk):
+        """(log-likelihoods per request, greedy answers or None)."""
         r = runners[name]
-        return [[s.logprob for s in row] for row in r.loglikelihoods(chunk)] if isinstance(r, HFBackend) else r(chunk)
+        if isinstance(r, HFBackend):
+            if args.generate:
+                scores, gens = score_and_generate(r, chunk, args.generate, ["\n"])
+                return [[s.logprob for s in row] for row in scores], gens
+            return [[s.logprob for s in row] for row in r.loglikelihoods(chunk)], None
+        gens = r.generate([p for p, _ in chunk], args.generate) if args.generate else None
+        return r(chunk), gens
 
     for name in runners:  # warm-up
         call(name, reqs[:1])
@@ -170,6 +193,7 @@ def main(argv=None):
         if isinstance(r, HFBackend):
             r.stats = dict.fromkeys(r.stats, 0)
     ll = {name: [] for name in runners}
+    gen = {name: [] for name in runners}
     secs, cpu = dict.fromkeys(runners, 0.0), dict.fromkeys(runners, 0.0)
     bounds = [round(i * len(reqs) / args.chunks) for i in range(args.chunks + 1)]
     for c in range(args.chunks):
@@ -177,7 +201,9 @@ def main(argv=None):
         names = list(runners) if c % 2 == 0 else list(runners)[::-1]
         for name in names:
             t, c0 = time.perf_counter(), time.process_time()
-            ll[name] += call(name, chunk)
+            got_ll, got_gen = call(name, chunk)
+            ll[name] += got_ll
+            gen[name] += got_gen or []
             secs[name] += time.perf_counter() - t
             cpu[name] += time.process_time() - c0
         print(f"chunk {c + 1}/{args.chunks}: " + ", ".join(f"{k} {v:.0f}s" for k, v in secs.items()), flush=True)
@@ -196,6 +222,9 @@ def main(argv=None):
             f["gflops_achieved"] = flops(f["tokens_fed"], f["tokens_fed"]) / secs[name] / 1e9
         d, agree, acc = compare(ll[name], ll["symtune_fp32"], golds, reqs)
         f.update(max_abs_diff_vs_symtune_fp32=d, agreement_vs_symtune_fp32=agree, accuracy=acc)
+        if args.generate:
+            f["generation_agreement_vs_symtune_fp32"] = sum(
+                a.strip() == b.strip() for a, b in zip(gen[name], gen["symtune_fp32"])) / len(reqs)
     if "lm_eval_fp32" in fig:
         fig["speedup_fp32"] = secs["lm_eval_fp32"] / secs["symtune_fp32"]
         fig["speedup_fp32_cpu_time"] = cpu["lm_eval_fp32"] / cpu["symtune_fp32"]
@@ -212,7 +241,8 @@ def report(f: dict) -> str:
     lines = [f"model {f['model']['name']} ({f['model'].get('gguf_file') or f['model']['path']}); {f['n_requests']} "
              f"requests, {f['n_candidates']} candidates ({f['multi_token_candidates']} multi-token); prompt tokens "
              f"mean {pt['mean']:.0f} [{pt['min']}, {pt['max']}]; torch {f['torch']}, {f['threads']} threads; "
-             f"timed in {f['chunks']} alternating chunks",
+             f"timed in {f['chunks']} alternating chunks"
+             + (f"; each request also a greedy answer of up to {f['generate']} tokens" if f.get("generate") else ""),
              f"matmul peak (2048^2): fp32 {f['matmul_peak_gflops']['float32']:.1f} GFLOP/s, "
              f"bf16 {f['matmul_peak_gflops']['bfloat16']:.1f} GFLOP/s"]
     for name in ("symtune_fp32", "lm_eval_fp32", "symtune_bf16", "symtune_naive_fp32"):
@@ -227,7 +257,11 @@ def report(f: dict) -> str:
         if name != "symtune_fp32":
             line += (f"; vs symtune fp32: max |Δ loglik| {r['max_abs_diff_vs_symtune_fp32']:.2e}, prediction "
                      f"agreement {r['agreement_vs_symtune_fp32']:.3f}")
+            if "generation_agreement_vs_symtune_fp32" in r:
+                line += f", same greedy answer {r['generation_agreement_vs_symtune_fp32']:.3f}"
         lines.append(line + f"; accuracy (acc) {r['accuracy']:.3f}")
+    if f.get("generate"):
+        lines.append("(GFLOP/s count the prompt and candidate forwards only, not the answer decoding)")
     if "speedup_fp32" in f:
         lines.append(f"SPEEDUP symtune / lm-eval (fp32): {f['speedup_fp32']:.2f}x wall-clock "
                      f"({f['speedup_fp32_cpu_time']:.2f}x in process CPU time)")
