@@ -31,15 +31,6 @@ FAST = dict(preset="cpu-small", batch_size=2, micro_batch_size=1, pack_length=51
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model, tmp_path_factory) -> Path:
-    model, tok = tiny_model
-    d = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
-@pytest.fixture(scope="module")
 def mixture_dir(data_dir, tmp_path_factory) -> Path:
     from symtune.mixture import MixtureConfig, build_mixture
 
@@ -71,11 +62,11 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
 
 # ---- a full run and what it leaves --------------------------------------------------------------
 
-def test_full_tuning_writes_model_log_curve_card_and_config(model_dir, mixture_dir, tmp_path):
+def test_full_tuning_writes_model_log_curve_card_and_config(tiny_dir, mixture_dir, tmp_path):
     from symtune.models import load_model
 
     out = tmp_path / "run"
-    summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 3, "save_steps": 2})
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 3, "save_steps": 2})
     for name in ("model.safetensors", "config.json", "tokenizer.json", "tune_config.yaml", "train_log.jsonl",
                  "loss_curve.png", "README.md", "tune_summary.json"):
         assert (out / name).is_file(), name
@@ -95,7 +86,7 @@ def test_full_tuning_writes_model_log_curve_card_and_config(model_dir, mixture_d
     assert 0 < summary["results"]["target_tokens"] <= data["target_tokens"] * 2
     card = (out / "README.md").read_text()
     manifest = json.loads((mixture_dir / "manifest.json").read_text())
-    assert manifest["sha256"]["records.jsonl"] in card and str(model_dir) in card and "full fine-tuning" in card
+    assert manifest["sha256"]["records.jsonl"] in card and str(tiny_dir) in card and "full fine-tuning" in card
     assert f"{losses[3]:.4f}" in card
     # checkpoints: complete ones only, nothing left in staging
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -105,17 +96,17 @@ def test_full_tuning_writes_model_log_curve_card_and_config(model_dir, mixture_d
     assert not (out / "checkpoints" / ".staging").exists()
     # the tuned model loads through symtune.models and differs from the base
     model, tok = load_model(str(out))
-    base, _ = load_model(str(model_dir))
+    base, _ = load_model(str(tiny_dir))
     ids = tok("Input: great movie\nOutput:", return_tensors="pt").input_ids
     with torch.no_grad():
         assert not torch.allclose(model(ids).logits, base(ids).logits)
 
 
-def test_lora_writes_adapter_and_merged_model(model_dir, mixture_dir, tmp_path):
+def test_lora_writes_adapter_and_merged_model(tiny_dir, mixture_dir, tmp_path):
     from symtune.models import load_model
 
     out = tmp_path / "lora"
-    summary = tune(str(model_dir), str(mixture_dir), str(out), lora=True, lora_r=4, lora_alpha=8,
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), lora=True, lora_r=4, lora_alpha=8,
                    lora_target_modules=["q_proj", "v_proj"], lora_learning_rate=5e-2,
                    **{**FAST, "max_steps": 2, "precision": "bf16-mixed"})  # bf16 autocast on CPU, fp32 master weights
     assert summary["learning_rate"] == 5e-2 and summary["optimizer"] == "adamw"
@@ -125,8 +116,8 @@ def test_lora_writes_adapter_and_merged_model(model_dir, mixture_dir, tmp_path):
     cfg = json.loads((adapter / "adapter_config.json").read_text())
     assert cfg["r"] == 4 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
     merged, tok = load_model(str(out))  # the merged model, no peft needed
-    with_adapter, _ = load_model(str(model_dir), adapter=str(adapter))
-    base, _ = load_model(str(model_dir))
+    with_adapter, _ = load_model(str(tiny_dir), adapter=str(adapter))
+    base, _ = load_model(str(tiny_dir))
     ids = tok("Input: a fine film\nOutput:", return_tensors="pt").input_ids
     with torch.no_grad():
         a, b, c = merged(ids).logits, with_adapter(ids).logits, base(ids).logits
@@ -135,7 +126,7 @@ def test_lora_writes_adapter_and_merged_model(model_dir, mixture_dir, tmp_path):
     assert "LoRA (r=4" in (out / "README.md").read_text()
 
 
-def test_eval_hook_runs_every_n_steps_and_is_logged(model_dir, mixture_dir, tmp_path):
+def test_eval_hook_runs_every_n_steps_and_is_logged(tiny_dir, mixture_dir, tmp_path):
     calls = []
 
     def eval_fn(model, tokenizer):
@@ -143,7 +134,7 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(model_dir, mixture_dir, tmp_
         return {"flipped_acc": 0.5 + 0.01 * len(calls), "symbol_acc": 0.25}
 
     out = tmp_path / "evalhook"
-    summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 4, "learning_rate": 1e-2},
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 4, "learning_rate": 1e-2},
                    eval_every=2, eval_fn=eval_fn, optimizer="adafactor")
     assert summary["optimizer"] == "adafactor"
     assert len(calls) == 3  # before the first step, after steps 2 and 4
@@ -155,9 +146,9 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(model_dir, mixture_dir, tmp_
     assert "flipped_acc=0.53" in (out / "README.md").read_text()
 
 
-def test_default_eval_hook_scores_a_fixed_icl_slice(model_dir, mixture_dir, data_dir, tmp_path):
+def test_default_eval_hook_scores_a_fixed_icl_slice(tiny_dir, mixture_dir, data_dir, tmp_path):
     out = tmp_path / "icl"
-    tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,
+    tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,
          eval_data_dir=str(data_dir), eval_tasks=["subj"], eval_limit=2)
     logged = [e for e in _log(out) if "icl/symbol/acc" in e]
     assert [e["step"] for e in logged] == [0, 2]
@@ -165,9 +156,9 @@ def test_default_eval_hook_scores_a_fixed_icl_slice(model_dir, mixture_dir, data
         assert 0 <= e["icl/symbol/acc"] <= 1 and 0 <= e["icl/flipped/acc"] <= 1
 
 
-def test_time_limit_stops_and_still_saves(model_dir, mixture_dir, tmp_path):
+def test_time_limit_stops_and_still_saves(tiny_dir, mixture_dir, tmp_path):
     out = tmp_path / "limited"
-    summary = tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 50, "time_limit_minutes": 1e-4,
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 50, "time_limit_minutes": 1e-4,
                                                                  "keep_checkpoints": False, "save_steps": 1})
     assert summary["results"]["steps"] == summary["results"]["stopped_by_time_limit"] == 1
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
@@ -193,15 +184,15 @@ tune(model, mixture, out, callbacks=[HangAfterSave()], **opts)
 """
 
 
-def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(model_dir, mixture_dir, tmp_path):
+def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tiny_dir, mixture_dir, tmp_path):
     opts = {**FAST, "max_steps": 4, "save_steps": 2, "save_total_limit": 3}
     ref = tmp_path / "ref"
-    tune(str(model_dir), str(mixture_dir), str(ref), **opts)
+    tune(str(tiny_dir), str(mixture_dir), str(ref), **opts)
 
     out = tmp_path / "killed"
     script = tmp_path / "kill_me.py"
     script.write_text(KILL_SCRIPT)
-    proc = subprocess.Popen([sys.executable, str(script), str(model_dir), str(mixture_dir), str(out), json.dumps(opts),
+    proc = subprocess.Popen([sys.executable, str(script), str(tiny_dir), str(mixture_dir), str(out), json.dumps(opts),
                              str(torch.get_num_threads())],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -225,8 +216,8 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(model_dir, mi
     assert last_checkpoint(out / "checkpoints").name == "checkpoint-2"
 
     with pytest.raises(TuneError, match="--resume"):
-        tune(str(model_dir), str(mixture_dir), str(out), **opts)  # refuses to start over silently
-    summary = tune(str(model_dir), str(mixture_dir), str(out), resume=True, **opts)
+        tune(str(tiny_dir), str(mixture_dir), str(out), **opts)  # refuses to start over silently
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), resume=True, **opts)
     assert summary["resumed_from"].endswith("checkpoint-2")
 
     ref_losses, losses = _losses(ref), _losses(out)
@@ -240,7 +231,7 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(model_dir, mi
         torch.testing.assert_close(b[k], a[k], rtol=1e-6, atol=1e-7)
 
 
-def test_disk_full_while_checkpointing_keeps_previous_checkpoint(model_dir, mixture_dir, tmp_path, monkeypatch):
+def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tiny_dir, mixture_dir, tmp_path, monkeypatch):
     from transformers import Trainer
 
     original = Trainer._save_optimizer_and_scheduler
@@ -255,7 +246,7 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(model_dir, mixt
     out = tmp_path / "full"
     opts = {**FAST, "max_steps": 5, "save_steps": 2}
     with pytest.raises(TuneError, match=r"disk full.*checkpoint-2 is intact.*--resume"):
-        tune(str(model_dir), str(mixture_dir), str(out), **opts)
+        tune(str(tiny_dir), str(mixture_dir), str(out), **opts)
     ckpts = out / "checkpoints"
     assert last_checkpoint(ckpts).name == "checkpoint-2"
     assert not (ckpts / "checkpoint-4").exists() and not (ckpts / ".staging" / "checkpoint-4").exists()
@@ -263,13 +254,13 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(model_dir, mixt
     assert state["global_step"] == 2
 
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", original)  # space freed
-    summary = tune(str(model_dir), str(mixture_dir), str(out), resume=True, **opts)
+    summary = tune(str(tiny_dir), str(mixture_dir), str(out), resume=True, **opts)
     assert summary["results"]["steps"] == 5 and summary["resumed_from"].endswith("checkpoint-2")
 
 
 # ---- several processes --------------------------------------------------------------------------
 
-def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir, tmp_path):
+def test_two_process_ddp_matches_single_process_per_step(tiny_dir, mixture_dir, tmp_path):
     """The TRL-style invariance test: 2 CPU processes (gloo) x micro-batch 1 x 2 accumulation steps give the same
     per-step losses as 1 process x micro-batch 2 x 2 accumulation steps (global batch 4 both)."""
     opts = ["--max-steps", "3", "--batch-size", "4", "--pack-length", "512", "--max-input-tokens", "500",
@@ -279,7 +270,7 @@ def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir,
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(REPO / "configs" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", str(_free_port()), "-m", "symtune.tune",
-           "--model", str(model_dir), "--mixture", str(mixture_dir), "--out", str(ddp), "--micro-batch-size", "1",
+           "--model", str(tiny_dir), "--mixture", str(mixture_dir), "--out", str(ddp), "--micro-batch-size", "1",
            *opts]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -287,7 +278,7 @@ def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir,
     assert summary["processes"] == 2
 
     single = tmp_path / "single"
-    tune(str(model_dir), str(mixture_dir), str(single), preset="cpu-small", max_steps=3, batch_size=4,
+    tune(str(tiny_dir), str(mixture_dir), str(single), preset="cpu-small", max_steps=3, batch_size=4,
          micro_batch_size=2, pack_length=512, max_input_tokens=500, learning_rate=1e-3, warmup_steps=0,
          lr_scheduler="constant", save_steps=0, precision="fp32", time_limit_minutes=0)
     a, b = _losses(single), _losses(ddp)
@@ -306,11 +297,11 @@ def test_two_process_ddp_matches_single_process_per_step(model_dir, mixture_dir,
 @pytest.mark.parametrize("env, says", [({"ACCELERATE_USE_FSDP": "true"}, "FSDP"),
                                        ({"ACCELERATE_USE_DEEPSPEED": "true"}, "DeepSpeed"),
                                        ({"WORLD_SIZE": "8"}, "8-process GPU data parallelism")])
-def test_gpu_launch_on_cpu_machine_is_refused(model_dir, mixture_dir, tmp_path, monkeypatch, env, says):
+def test_gpu_launch_on_cpu_machine_is_refused(tiny_dir, mixture_dir, tmp_path, monkeypatch, env, says):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     with pytest.raises(TuneError, match=f"{says}.*needs GPUs.*cpu_ddp.yaml"):
-        tune(str(model_dir), str(mixture_dir), str(tmp_path / "x"), **{**FAST, "max_steps": 1})
+        tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "x"), **{**FAST, "max_steps": 1})
     assert not (tmp_path / "x").exists()
 
 
@@ -368,28 +359,28 @@ def test_tokenizer_without_eos_or_pad(tiny_model):
 
 # ---- bad input ----------------------------------------------------------------------------------
 
-def test_missing_or_incompatible_mixture(model_dir, mixture_dir, tmp_path):
+def test_missing_or_incompatible_mixture(tiny_dir, mixture_dir, tmp_path):
     import shutil
 
     from symtune.mixture import MixtureError
 
     with pytest.raises(MixtureError, match="not a symtune mixture"):
-        tune(str(model_dir), str(tmp_path / "nope"), str(tmp_path / "a"), **{**FAST, "max_steps": 1})
+        tune(str(tiny_dir), str(tmp_path / "nope"), str(tmp_path / "a"), **{**FAST, "max_steps": 1})
     old = tmp_path / "old-mixture"
     shutil.copytree(mixture_dir, old)
     manifest = json.loads((old / "manifest.json").read_text())
     manifest["format_version"] = 99
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(MixtureError, match="version 99.*rebuild"):
-        tune(str(model_dir), str(old), str(tmp_path / "b"), **{**FAST, "max_steps": 1})
+        tune(str(tiny_dir), str(old), str(tmp_path / "b"), **{**FAST, "max_steps": 1})
 
 
-def test_resume_with_a_different_config_is_refused(model_dir, mixture_dir, tmp_path):
+def test_resume_with_a_different_config_is_refused(tiny_dir, mixture_dir, tmp_path):
     out = tmp_path / "r"
-    tune(str(model_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 1})
+    tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 1})
     with pytest.raises(TuneError, match=r"learning_rate \(0.001 -> 0.002\)"):
-        tune(str(model_dir), str(mixture_dir), str(out), resume=True, **{**FAST, "learning_rate": 2e-3}, max_steps=1)
-    tune(str(model_dir), str(mixture_dir), str(out), overwrite=True, **{**FAST, "max_steps": 1})  # explicit start-over
+        tune(str(tiny_dir), str(mixture_dir), str(out), resume=True, **{**FAST, "learning_rate": 2e-3}, max_steps=1)
+    tune(str(tiny_dir), str(mixture_dir), str(out), overwrite=True, **{**FAST, "max_steps": 1})  # explicit start-over
 
 
 def test_config_validation_messages():
