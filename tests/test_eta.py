@@ -33,9 +33,9 @@ def test_tuning_pace_projects_the_evaluations_then_measurement_replaces_it():
     eta.start("tune")
     eta.progress("tune", 0.0)
     clock.t = 10
-    eta.progress("tune", 0.25)  # 10 s for a quarter: 30 s left, 1 s per 3 units -> eval (100 units) ~10 s each
+    eta.progress("tune", 0.25)  # 10 s for a quarter: 30 s left; 40 s for 300 units -> 40/3 s per 100-unit eval
     left, projected = eta.remaining()
-    assert projected and left == pytest.approx(30 + 2 * 40 / 3 * 100 / 100)
+    assert projected and left == pytest.approx(30 + 2 * 40 / 3)
     clock.t = 40
     eta.finish("tune")
     eta.start("eval_base")
@@ -74,6 +74,6 @@ def test_tuning_estimate_is_capped_by_its_time_limit():
 def test_stages_done_earlier_time_the_rest():
     clock = Clock()
     eta = _eta(clock)
-    eta.finish("tune", 120.0, skipped=True)
-    eta.finish("eval_base", 30.0, skipped=True)
+    eta.finish("tune", 120.0)
+    eta.finish("eval_base", 30.0)
     assert eta.remaining() == (pytest.approx(30.0), False)

@@ -150,6 +150,7 @@ def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkey
 
 def test_tune_argv_round_trips_through_the_cli():
     from symtune.cli import build_parser
+    from symtune.tune import TuneError
     from symtune.tune.cli import tune_argv
 
     argv = tune_argv("M", "MIX", "OUT", preset="paper", resume=True, max_steps=7, lora=True, packing=False,
@@ -158,5 +159,5 @@ def test_tune_argv_round_trips_through_the_cli():
     assert (args.model, args.mixture, args.out, args.preset, args.resume) == ("M", "MIX", "OUT", "paper", True)
     assert (args.max_steps, args.lora, args.packing, args.learning_rate, args.seed) == (7, True, False, 1e-4, 3)
     assert args.lora_target_modules == ["q_proj", "v_proj"]
-    with pytest.raises(ValueError, match="unknown tuning option 'epochz'"):
+    with pytest.raises(TuneError, match=r"unknown tuning option\(s\) in the arguments: epochz"):
         tune_argv("M", "MIX", "OUT", epochz=3)

@@ -4,9 +4,9 @@ Each stage has a size in *work units*: an evaluation's prompt tokens, and for tu
 training token. (FLOPs alone would say 3, a forward and a backward pass; but evaluation also pads
 batches, scores every label and decodes answers. In the default run on 2 CPU cores a training token took
 as long as 1.8 evaluation prompt tokens: 40,960 training tokens in 195 s; 101,260 prompt tokens in 272 s
-and in 246 s.) A running stage projects its own remaining time from its progress; a stage not started yet takes the seconds per unit
-measured on a stage of the same kind (the tuned model's evaluation is timed by the base model's), else on
-the other kind, converted through the units. Before anything has been measured there is no estimate, and
+and in 246 s, loading included.) A running stage projects its own remaining time from its progress; a
+stage not started yet takes the seconds per unit measured on a stage of the same kind (the tuned model's
+evaluation is timed by the base model's), else on the other kind, converted through the units. Before anything has been measured there is no estimate, and
 the line says so rather than guess. Stages finished in an earlier invocation count with their recorded
 seconds as measurements. The conversion between kinds depends on the hardware, so an estimate that uses
 it is marked `~`.
@@ -29,7 +29,6 @@ class _Stage:
     fraction: float = 0.0  # of a running stage
     base: float | None = None  # the fraction first reported (work resumed from an earlier invocation)
     base_time: float | None = None
-    skipped: bool = False  # done in an earlier invocation: no time left, not part of this run's clock
 
 
 class RunEta:
@@ -58,9 +57,11 @@ class RunEta:
             return None
         return (self.clock() - st.base_time) * (1 - st.fraction) / (st.fraction - st.base)
 
-    def finish(self, name: str, seconds: float | None = None, skipped: bool = False) -> None:
+    def finish(self, name: str, seconds: float | None = None) -> None:
+        """The stage is done; `seconds`: its recorded duration (a stage done in an earlier invocation),
+        else the time since start()."""
         st = self.stages[name]
-        st.fraction, st.skipped = 1.0, skipped
+        st.fraction = 1.0
         st.seconds = seconds if seconds is not None else (self.clock() - st.started if st.started is not None else None)
 
     def _rate(self, kind: str) -> float | None:

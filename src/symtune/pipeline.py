@@ -1,9 +1,10 @@
 """`symtune run`: mixture -> tune -> evaluate the base model -> evaluate the tuned model -> report.
 
 Each stage writes into `<run>/stages/<stage>-<key>`, where the key hashes the stage's own configuration, the
-content of the local data directory (not its path) and the keys of the stages it reads. A stage whose directory holds a `.done` marker with its key is skipped, so
-a finished run does no work again and a changed configuration redoes exactly the stages it changes. An
-interrupted stage resumes: tuning from its last checkpoint, evaluation from its per-query cache.
+content of the local data directory (not its path) and the keys of the stages it reads. A stage whose
+directory holds a `.done` marker with its key is skipped, so a finished run does no work again and a
+changed configuration redoes exactly the stages it changes. An interrupted stage resumes: tuning from its
+last checkpoint, evaluation from its per-query cache.
 `state.json` in the run directory records every stage's directory, key, status and duration.
 """
 
@@ -155,7 +156,7 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
             seconds = run.state["stages"].get(name, {}).get("seconds")
             say(f"[{i}/{len(STAGES)}] {name}: done earlier ({d.relative_to(run.dir)}), skipped")
             run.record(name, key, "done", seconds)
-            eta.finish(name, seconds, skipped=True)
+            eta.finish(name, seconds)
             return d
         eta.start(name)
         say(f"[{i}/{len(STAGES)}] {name} -> {d.relative_to(run.dir)} ({eta.line()})")
@@ -266,7 +267,7 @@ def _eta_callback(eta: RunEta, say, every: float = 30.0):
         def __init__(self):
             self.t_train = self.t_said = None
 
-        def _report(self, args, state) -> None:
+        def _report(self, state) -> None:
             now = time.time()
             self.t_train = self.t_train or now
             fraction = state.global_step / state.max_steps if state.max_steps else 0.0
@@ -279,9 +280,9 @@ def _eta_callback(eta: RunEta, say, every: float = 30.0):
                 say(f"  {eta.line()}")
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self._report(args, state)
+            self._report(state)
 
         def on_step_end(self, args, state, control, **kwargs):
-            self._report(args, state)
+            self._report(state)
 
     return EtaCallback()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from .config import PRESETS, TuneConfig
+from .config import PRESETS, TuneConfig, _check_names
 
 _REQUIRED = ("model", "mixture", "out")
 _NOT_FLAGS = ("preset",)  # --preset is the preset itself
@@ -17,6 +17,10 @@ Several processes / GPUs / machines (see configs/accelerate/README.md):
       [--num_processes N --num_machines M --machine_rank R --main_process_ip IP] -m symtune.tune --model ...
 --batch-size stays the global batch.
 """
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def _flag_type(annotation: str):
@@ -35,7 +39,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     for f in fields(TuneConfig):
         if f.name in _NOT_FLAGS:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flag = _flag(f.name)
         help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
         if f.name in _REQUIRED:
             sp.add_argument(flag, required=True, help=help_)
@@ -53,17 +57,16 @@ def tune_argv(model: str, mixture: str, out: str, *, preset: str = "cpu-small", 
               overwrite: bool = False, **options) -> list[str]:
     """The `symtune tune` / `python -m symtune.tune` arguments that run `tune(model, mixture, out, ...)`:
     how `symtune run` hands its tuning stage to `accelerate launch`."""
+    _check_names(options, "the arguments")
     types = {f.name: f.type for f in fields(TuneConfig)}
     argv = ["--model", model, "--mixture", mixture, "--out", out, "--preset", preset]
     argv += ["--resume"] * resume + ["--overwrite"] * overwrite
     for name, value in options.items():
-        if name not in types or name in _NOT_FLAGS + _REQUIRED:
-            raise ValueError(f"unknown tuning option {name!r}")
         if value is None:
             continue
-        flag = "--" + name.replace("_", "-")
+        flag = _flag(name)
         if types[name] == "bool":
-            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+            argv.append(flag if value else _flag("no_" + name))
         elif isinstance(value, (list, tuple)):
             argv += [flag, *map(str, value)]
         else:
