@@ -119,3 +119,56 @@ def test_cli_mixture_prints_counts(data_dir, tmp_path, capsys):
     assert main(["mixture", "--data-dir", str(data_dir), "--tasks", "wnli", "cb", "--max-per-task", "5", "--tokenizer", "none", "-q", "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     assert "10 records" in out and "wnli" in out
+
+
+def _records(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+
+
+def test_controls_and_natural_mix(small, data_dir, tmp_path):
+    """The paper's controls share the symbol mixture's queries and exemplars; only the labels differ."""
+    from symtune.tasks import load_catalogue
+
+    cat = load_catalogue(data_dir)
+    sym = {(r["task"], r["index"]): r for r in _records(small[0])}
+    common = dict(data_dir=str(data_dir), tasks=TASKS, max_per_task=40, seed=7)
+
+    build_mixture(MixtureConfig(**common, labels="natural"), tmp_path / "nat", progress=False)
+    nat = _records(tmp_path / "nat")
+    assert {(r["task"], r["index"]) for r in nat} == set(sym)
+    for r in nat:
+        spec = cat[r["task"]]
+        assert r["prompt"].startswith(spec.instruction) and r["completion"][1:] in spec.labels
+        assert r["n_exemplars"] == sym[(r["task"], r["index"])]["n_exemplars"]
+
+    build_mixture(MixtureConfig(**common, labels="random"), tmp_path / "rnd", progress=False)
+    rnd = _records(tmp_path / "rnd")
+    consistent = 0
+    for r in rnd:
+        s = sym[(r["task"], r["index"])]
+        assert r["mapping"] == s["mapping"] and cat[r["task"]].instruction not in r["prompt"]
+        assert r["completion"][1:] in r["mapping"].values()
+        consistent += r["prompt"] == s["prompt"]
+    assert consistent < len(rnd) // 10  # labels reassigned at random: almost no prompt keeps all its labels
+
+    build_mixture(MixtureConfig(**common, natural_fraction=0.5), tmp_path / "mix", progress=False)
+    mix = _records(tmp_path / "mix")
+    natural = [r for r in mix if r["completion"][1:] in cat[r["task"]].labels]
+    assert 0.35 < len(natural) / len(mix) < 0.65
+    for r in natural:
+        assert r["prompt"].startswith(cat[r["task"]].instruction)
+    for r in mix:
+        if r not in natural:
+            assert r["prompt"] == sym[(r["task"], r["index"])]["prompt"]
+
+
+def test_exclude_tasks_and_bad_label_mode(data_dir, tmp_path):
+    config = MixtureConfig(data_dir=str(data_dir), exclude_tasks=["sst5", "mpqa"], max_per_task=1, tokenizer=None)
+    manifest = build_mixture(config, tmp_path / "m", progress=False)
+    assert "sst5" not in manifest["counts"] and "mpqa" not in manifest["counts"] and "sst2" in manifest["counts"]
+    with pytest.raises(MixtureError, match="sst55"):
+        build_mixture(MixtureConfig(data_dir=str(data_dir), exclude_tasks=["sst55"], tokenizer=None), tmp_path / "x", progress=False)
+    with pytest.raises(MixtureError, match="labels='symbols'"):
+        MixtureConfig(labels="symbols")
+    with pytest.raises(MixtureError, match="natural_fraction"):
+        MixtureConfig(labels="random", natural_fraction=0.5)

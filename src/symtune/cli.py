@@ -66,6 +66,9 @@ def _mixture(args) -> int:
         seed=args.seed,
         instruction_data=args.instruction_data,
         symbol_fraction=args.symbol_fraction,
+        exclude_tasks=args.exclude_tasks,
+        labels=args.labels,
+        natural_fraction=args.natural_fraction,
     )
     manifest = build_mixture(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     rows = []
@@ -169,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--instruction-data", help="instruction-tuning data to mix in (file or hub id)")
     sp.add_argument("--symbol-fraction", type=float, default=1.0, help="share of symbol prompts when mixing")
+    sp.add_argument("--exclude-tasks", nargs="+", help="tasks to leave out (e.g. a validation suite)")
+    sp.add_argument("--labels", default="symbol", choices=["symbol", "natural", "random"],
+                    help="symbol: symbol tuning; controls: natural (instruction + natural labels), random (inconsistent symbols)")
+    sp.add_argument("--natural-fraction", type=float, default=0.0,
+                    help="share of prompts kept with instruction and natural labels (mixed into symbol tuning)")
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_mixture)

@@ -30,11 +30,12 @@ from .episodes import (
     query_order,
     render,
 )
-from .formats import get_format
+from .formats import FORMATS, get_format, render_prompt
 from .symbols import CATEGORIES, SymbolPool
 from .tasks import TaskError, load_catalogue, select_tasks
 
 KIND = "symtune-mixture"
+LABEL_MODES = ("symbol", "natural", "random")
 FORMAT_VERSION = 1
 
 
@@ -55,6 +56,14 @@ class MixtureConfig:
     instruction_data, symbol_fraction: optionally mix in an instruction-tuning dataset (a local
         .jsonl/.json/.csv/.parquet file or a hub id with prompt/completion or instruction[/input]/output
         columns) so that symbol prompts make up `symbol_fraction` of the records.
+    exclude_tasks: tasks left out of the default selection (e.g. a validation suite kept out of tuning).
+    labels: "symbol" (symbol tuning), or one of the paper's controls: "natural" (the same prompts with
+        their instruction and natural labels: continued instruction tuning) or "random" (symbol prompts
+        whose labels are inconsistent: every exemplar's and the query's symbol drawn at random among the
+        prompt's symbols, so the exemplars teach nothing).
+    natural_fraction: with labels="symbol", this share of each task's prompts (a seeded draw per prompt)
+        keeps its instruction and natural labels instead: symbol tuning mixed with instruction-style
+        prompts of the same tasks (an offline stand-in for the paper's instruction-data mix).
     """
 
     data_dir: str | None = None
@@ -70,8 +79,18 @@ class MixtureConfig:
     seed: int = 0
     instruction_data: str | None = None
     symbol_fraction: float = 1.0
+    exclude_tasks: list[str] | None = None
+    labels: str = "symbol"
+    natural_fraction: float = 0.0
 
     def __post_init__(self):
+        if self.labels not in LABEL_MODES:
+            raise MixtureError(f"labels={self.labels!r} is not one of {', '.join(LABEL_MODES)}")
+        if not 0 <= self.natural_fraction < 1:
+            raise MixtureError(f"natural_fraction must be in [0, 1), got {self.natural_fraction}")
+        if self.natural_fraction and self.labels != "symbol":
+            raise MixtureError(f"natural_fraction mixes natural-label prompts into symbol prompts; labels={self.labels!r} "
+                               "already decides every prompt's labels: use natural_fraction=0")
         if not 1 <= self.k_min <= self.k_max:
             raise MixtureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         if self.max_per_task < 1:
@@ -95,12 +114,30 @@ def _tokenizer(name: str | None):
     return load_tokenizer(name)
 
 
+def _setting(task, config: MixtureConfig, query: int) -> str:
+    """The prompt setting of one record: symbols, or natural labels with the instruction (control, or mixed in)."""
+    if config.labels == "natural":
+        return "natural+instr"
+    if config.natural_fraction and random.Random(f"{config.seed}:{task.spec.name}:{query}:natural").random() < config.natural_fraction:
+        return "natural+instr"
+    return "symbol"
+
+
+def _render_random(task, ep, seed: int) -> tuple[str, str]:
+    """The random-label control: each exemplar's and the query's symbol drawn independently among the prompt's."""
+    rng = random.Random(f"{seed}:{task.spec.name}:{ep.query}:random-labels")
+    symbols = [ep.mapping[label] for label in task.spec.labels]
+    exemplars = [(task.exemplar_inputs[i], symbols[int(rng.random() * len(symbols))]) for i in ep.exemplars]
+    prompt = render_prompt(FORMATS[ep.format], exemplars, task.query_inputs[ep.query], ep.instruction)
+    return prompt, " " + symbols[int(rng.random() * len(symbols))]
+
+
 def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=None, skipped=None):
     """Symbol-tuning records of one prepared task (TaskData), in its seeded query order."""
     fmts = config.formats or "random"
     k = (config.k_min, config.k_max)
     episodes = [
-        draw_episode(task, q, seed=config.seed, setting="symbol", k=k, pool=pool, fmt=fmts)
+        draw_episode(task, q, seed=config.seed, setting=_setting(task, config, q), k=k, pool=pool, fmt=fmts)
         for q in query_order(task, config.seed, config.max_per_task)
     ]
     if measure is not None:
@@ -111,7 +148,7 @@ def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=Non
         except BudgetError:
             skipped["over token budget with 1 exemplar per class"] = skipped.get("over token budget with 1 exemplar per class", 0) + 1
             continue
-        prompt, completion = render(task, ep)
+        prompt, completion = _render_random(task, ep, config.seed) if config.labels == "random" else render(task, ep)
         yield {
             "prompt": prompt,
             "completion": completion,
@@ -128,6 +165,10 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
     """All records and a report {task: {"count", "skipped", "source", "sha256"}}."""
     catalogue = load_catalogue(config.data_dir)
     specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "tune", data_dir=config.data_dir)
+    unknown = sorted(set(config.exclude_tasks or ()) - set(catalogue))
+    if unknown:
+        raise MixtureError(f"exclude_tasks names unknown task(s) {unknown}; see `symtune tasks`")
+    specs = [s for s in specs if s.name not in set(config.exclude_tasks or ())]
     if not specs:
         raise MixtureError(f"no tuning tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
     pool = SymbolPool("tune", tuple(config.symbol_categories), config.num_symbols)
