@@ -142,6 +142,19 @@ def _run(args) -> int:
     return 0
 
 
+def _study(args) -> int:
+    from .study import PHASES, load_study_config, run_study
+
+    config = load_study_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir)
+    if args.report_only:
+        from .report.study import build_study_report
+
+        print(f"study report: {build_study_report(config)}")
+        return 0
+    run_study(config, phases=PHASES if args.phase == "all" else (args.phase,), only=args.only, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="symtune", description=__doc__)
     p.add_argument("--version", action="version", version=f"symtune {__version__}")
@@ -189,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--adapter", help="PEFT adapter directory")
     sp.add_argument("--server", help="OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
     sp.add_argument("--api-key")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
+                    help="auto: bfloat16 where it is native (CUDA bf16, a CPU with AVX512-BF16/AMX), else float32")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--batch-size", type=int, default=8)
     sp.add_argument("--suite", default="paper", choices=["paper", "icl", "algorithmic"])
@@ -238,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--from", dest="from_stage", choices=STAGES, help="redo this stage and the ones after it")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_run)
+
+    sp = sub.add_parser("study", help="several tuning recipes vs one base model: validation, selection, test")
+    sp.add_argument("config", help="study config YAML (see src/symtune/configs/runs/study.yaml)")
+    sp.add_argument("--data-dir", help="local data directory (overrides the config)")
+    sp.add_argument("--out", help="study directory (overrides the config)")
+    sp.add_argument("--model", help="base model (overrides the config)")
+    sp.add_argument("--phase", default="all", choices=["all", "validation", "test"],
+                    help="validation: screen every recipe; test: select, then test the selection and the controls")
+    sp.add_argument("--only", nargs="+", help="run only these recipes")
+    sp.add_argument("--report-only", action="store_true", help="rewrite the study report from what has finished")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.set_defaults(func=_study)
 
     sp = sub.add_parser("report", help="report.md + report.html for runs (side by side) or evaluation dirs")
     sp.add_argument("run_dirs", nargs="*", help="run directories (symtune run) or evaluation directories")

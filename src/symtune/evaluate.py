@@ -81,6 +81,9 @@ class EvalConfig:
     algorithmic: dict = field(default_factory=dict)  # arguments of build_algorithmic_requests (limit, settings, ...)
 
     def __post_init__(self):
+        from .models import resolve_dtype
+
+        self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
         if self.suite not in SUITES:
             raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
         for s in self.settings:

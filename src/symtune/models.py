@@ -131,6 +131,26 @@ def _adapter_config(d: Path) -> dict:
         raise ModelLoadError(f"cannot read adapter_config.json in {str(d)!r}: {e}") from e
 
 
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: bf16 matrix products run ~2-3x faster than fp32 there (elsewhere they are emulated)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_dtype(dtype: str, device: str = "cpu") -> str:
+    """"auto": bfloat16 where it is native (a CUDA GPU with bf16, a CPU with AVX512-BF16/AMX), else float32."""
+    if dtype != "auto":
+        return dtype
+    if device.startswith("cuda"):
+        import torch
+
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if device == "cpu" and cpu_has_native_bf16() else "float32"
+
+
 def _torch_dtype(dtype: str):
     import torch
 

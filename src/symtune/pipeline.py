@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -37,7 +38,8 @@ class PipelineError(ValueError):
 class RunConfig:
     """One end-to-end run. `mixture`, `tune` and `eval` hold the options of MixtureConfig, of tune() (with
     `preset`) and of EvalConfig; `out` is the run directory, `model` the base model, `data_dir` the local
-    data (None: the hub)."""
+    data (None: the hub). `stages_dir` (default `<out>/stages`) may be shared by several runs: a stage with
+    the same key is then done once for all of them (a study's mixture and base-model evaluation)."""
 
     out: str = "runs/default"
     model: str = "smollm2-135m"
@@ -46,6 +48,7 @@ class RunConfig:
     mixture: dict = field(default_factory=dict)
     tune: dict = field(default_factory=lambda: {"preset": "cpu-small"})
     eval: dict = field(default_factory=dict)
+    stages_dir: str | None = None
 
 
 def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
@@ -87,19 +90,24 @@ class Run:
     def __init__(self, config: RunConfig):
         self.config = config
         self.dir = Path(config.out)
+        self.stages = Path(config.stages_dir) if config.stages_dir else self.dir / "stages"
         self.state_path = self.dir / "state.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {"stages": {}}
         self.state["config"] = asdict(config)
 
     def stage_dir(self, name: str, key: str) -> Path:
-        return self.dir / "stages" / f"{name}-{key}"
+        return self.stages / f"{name}-{key}"
+
+    def show(self, path: Path) -> str:
+        """A stage directory as a path relative to the run directory (with `..` for a shared stages_dir)."""
+        return os.path.relpath(path, self.dir)
 
     def is_done(self, name: str, key: str) -> bool:
         marker = self.stage_dir(name, key) / ".done"
         return marker.exists() and marker.read_text().strip() == key
 
     def record(self, name: str, key: str, status: str, seconds: float | None = None) -> None:
-        entry = {"dir": str(self.stage_dir(name, key).relative_to(self.dir)), "key": key, "status": status}
+        entry = {"dir": self.show(self.stage_dir(name, key)), "key": key, "status": status}
         if seconds is not None:
             entry["seconds"] = round(seconds, 1)
         self.state["stages"][name] = entry
@@ -154,12 +162,12 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
         key, d = keys[name], run.stage_dir(name, keys[name])
         if run.is_done(name, key):
             seconds = run.state["stages"].get(name, {}).get("seconds")
-            say(f"[{i}/{len(STAGES)}] {name}: done earlier ({d.relative_to(run.dir)}), skipped")
+            say(f"[{i}/{len(STAGES)}] {name}: done earlier ({run.show(d)}), skipped")
             run.record(name, key, "done", seconds)
             eta.finish(name, seconds)
             return d
         eta.start(name)
-        say(f"[{i}/{len(STAGES)}] {name} -> {d.relative_to(run.dir)} ({eta.line()})")
+        say(f"[{i}/{len(STAGES)}] {name} -> {run.show(d)} ({eta.line()})")
         run.record(name, key, "running")
         t0 = time.time()
         work(d)
@@ -178,6 +186,8 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
         opts = dict(tune_opts)
         preset = opts.pop("preset", "cpu-small")
+        if opts.get("eval_every") and "eval_data_dir" not in opts:
+            opts["eval_data_dir"] = config.data_dir  # the in-training hook reads the run's data
         resume = (d / "checkpoints").exists()
         if resume:
             say("  resuming tuning from its last checkpoint")

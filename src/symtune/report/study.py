@@ -1,0 +1,180 @@
+"""The report of a study (symtune study): recipes side by side on the validation suite, the selection, and the
+test suite for the selected recipe(s), the controls and the base model.
+
+Every Δ is tuned minus base with a paired bootstrap interval (the same queries for both models, paired.py);
+recipes not yet run are listed as pending, so the report is useful while the study is still running.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .. import __version__
+from ..metrics import pct
+from .document import to_html, to_markdown
+from .figures import COLORS, bar_figure, evaluation_points
+from .paired import algorithmic_delta
+from .runs import Run, load_run
+from .sections import METRIC_TITLES, delta_cell, icl_deltas, icl_summary, settings_of, with_ci
+
+SHORT = {"gen_acc": "generation accuracy", "acc": "rank accuracy"}
+
+
+def _load(config, phase: str) -> dict[str, Run]:
+    out = {}
+    for r in config.recipes:
+        d = Path(config.out) / phase / r.name
+        if (d / "state.json").is_file():
+            out[r.name] = load_run(d, r.name)
+    return out
+
+
+def _overrides(recipe) -> str:
+    parts = [f"{k}={v}" for section in ("mixture", "tune") for k, v in getattr(recipe, section).items()]
+    return ", ".join(parts) or "(the study's shared settings)"
+
+
+def _tokens(run: Run) -> str:
+    res = ((run.training.summary or {}).get("results") or {}) if run.training else {}
+    if not res.get("tokens"):
+        return "-"
+    return f"{res['tokens'] / 1e6:.2f}M in {res['steps']} steps"
+
+
+def _algo_cells(run: Run) -> list[str]:
+    """Δ exact match over each generated/BIG-bench algorithmic part (all settings pooled), paired."""
+    if not (run.base and run.tuned) or "algorithmic" not in run.base.results:
+        return []
+    cells = []
+    for part in sorted((run.base.results["algorithmic"].get("parts") or {})):
+        b = [s for s in run.base.samples or [] if s.get("part") == part]
+        t = [s for s in run.tuned.samples or [] if s.get("part") == part]
+        cells.append(f"{part}: {delta_cell(algorithmic_delta(b, t, 'exact'))}")
+    return cells
+
+
+def _recipe_table(config, runs: dict[str, Run], metric: str, selection: dict | None) -> list[tuple]:
+    done = {n: r for n, r in runs.items() if r.base and r.tuned}
+    if not done:
+        return [("p", "No recipe has finished both evaluations yet.")]
+    settings = settings_of([e for r in done.values() for e in r.evaluations])
+    first = next(iter(done.values()))
+    head = ["recipe", "overrides", "tuning tokens"] + [f"{s}: Δ [95% CI]" for s in settings]
+    rows = [["base model", "-", "-"] + [f"{with_ci(icl_summary(first.base, s), metric)} (absolute)" for s in settings]]
+    for r in config.recipes:
+        run = done.get(r.name)
+        if run is None:
+            continue
+        deltas = icl_deltas(run)
+        name = r.name + (" (control)" if r.control else "") + (" ★" if selection and r.name in selection["finalists"] else "")
+        rows.append([name, _overrides(r), _tokens(run)] + [delta_cell(deltas.get((s, metric))) for s in settings])
+    return [("h", 3, f"{SHORT[metric].capitalize()}, tuned minus base (points)"), ("table", head, rows)]
+
+
+def _figure(path: Path, runs: dict[str, Run], names: list[str], title: str) -> Path | None:
+    done = [runs[n] for n in names if n in runs and runs[n].base and runs[n].tuned]
+    if not done:
+        return None
+    settings = settings_of([e for r in done for e in r.evaluations])
+    panels = []
+    for m in METRIC_TITLES:
+        series = [("base", [(icl_summary(done[0].base, s) or {}).get(m) for s in settings],
+                   [(icl_summary(done[0].base, s) or {}).get(f"{m}_ci95") for s in settings])]  # fmt: skip
+        series += [(r.name, [(icl_summary(r.tuned, s) or {}).get(m) for s in settings],
+                    [(icl_summary(r.tuned, s) or {}).get(f"{m}_ci95") for s in settings]) for r in done]  # fmt: skip
+        chance = [(icl_summary(done[0].base, s) or {}).get("chance") for s in settings]
+        panels.append({"title": f"{title}: {SHORT[m]} (95% bootstrap intervals)", "groups": settings, "series": series,
+                       "chance": chance})  # fmt: skip
+    return bar_figure(path, panels)
+
+
+def _curves(path: Path, runs: dict[str, Run]) -> Path | None:
+    """Learning curves from the in-training evaluation hook: one panel per measured number, one line per recipe."""
+    points = {n: evaluation_points(r.training.log) for n, r in runs.items() if r.training}
+    keys = sorted({k for p in points.values() for k in p if k.startswith("icl/")})
+    if not keys:
+        return None
+    fig = Figure(figsize=(7.5, 2.8 * len(keys)))
+    axes = fig.subplots(len(keys), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, k in zip(axes, keys):
+        for j, (name, p) in enumerate(points.items()):
+            if k in p:
+                steps, values = zip(*p[k])
+                ax.plot(steps, [100 * v for v in values], marker="o", ms=3, color=COLORS[(j + 1) % len(COLORS)], label=name)
+        ax.set_title(f"during training: {k[4:]}", fontsize=10)
+        ax.set_ylabel("accuracy %", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def build_study_report(config) -> Path:
+    """report.md, report.html and figures/ in the study directory; returns the path of report.md."""
+    out = Path(config.out)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    val, test = _load(config, "validation"), _load(config, "test")
+    sel_path = out / "selection.json"
+    selection = json.loads(sel_path.read_text()) if sel_path.is_file() else None
+    v, t = config.validation, config.test
+    blocks: list[tuple] = [
+        ("h", 1, f"symtune study: {Path(config.out).name}"),
+        ("p", f"Base model `{config.model}`, seed {config.seed}. {len(config.recipes)} recipes "
+              f"({sum(r.control for r in config.recipes)} controls). Written by symtune {__version__} on "
+              f"{time.strftime('%Y-%m-%d %H:%M')}."),
+        ("ul", [f"**validation** (every recipe): tasks {', '.join(v.get('tasks') or ['the default'])}; settings "
+                f"{', '.join(v.get('settings') or [])}; {v.get('limit') or v.get('max_queries', 100)} queries per task, "
+                f"{v.get('trials', 1)} exemplar draw(s)",
+                f"**test** (selected recipes, controls, base): tasks {', '.join(t.get('tasks') or ['the 11 held-out tasks'])}; "
+                f"settings {', '.join(t.get('settings') or [])}; {t.get('limit') or t.get('max_queries', 100)} queries per "
+                f"task, {t.get('trials', 1)} exemplar draw(s)",
+                "selection rule: " + (selection["rule"] if selection else
+                                      f"mean validation Δ {config.select.get('metric', 'gen_acc')} over "
+                                      f"{', '.join(config.select.get('settings', []))} (not applied yet)")]),
+        ("p", "Δ: tuned minus base in points, macro-averaged over tasks, with a paired bootstrap 95% interval "
+              "(the same queries and exemplar draws for both models, queries resampled within each task). "
+              "★: selected on the validation suite. The test suite is run only for the selected recipe(s), the "
+              "controls and the base model."),
+    ]
+    for phase, runs, names in (("validation", val, [r.name for r in config.recipes]),
+                               ("test", test, [r.name for r in config.recipes if r.name in test])):
+        blocks.append(("h", 2, f"{phase.capitalize()} suite"))
+        pending = [r.name for r in config.recipes if (phase == "validation" or r.name in test)
+                   and not (r.name in runs and runs[r.name].base and runs[r.name].tuned)]  # fmt: skip
+        if phase == "test" and not test:
+            blocks.append(("p", "Not run yet (the test phase runs after the selection)."))
+            continue
+        for m in METRIC_TITLES:
+            blocks += _recipe_table(config, runs, m, selection)
+        algo = [[n, *_algo_cells(r)] for n, r in runs.items() if _algo_cells(r)]
+        if algo:
+            blocks += [("h", 3, "Algorithmic tasks: Δ exact match, paired"), ("ul", [" · ".join(a) for a in algo])]
+        fig = _figure(fig_dir / f"{phase}.png", runs, names, phase)
+        if fig:
+            blocks.append(("img", fig, f"{phase}: macro-average accuracy per setting, base and every recipe; dashes: chance."))
+        if pending:
+            blocks.append(("p", f"Pending (not finished): {', '.join(pending)}."))
+    if selection:
+        rows = [[n, f"{s['score'] * 100:+.1f}", ", ".join(f"{k} {d * 100:+.1f}" for k, d in s["per_setting"].items()),
+                 "★" if n in selection["finalists"] else ""] for n, s in selection["scores"].items()]  # fmt: skip
+        blocks += [("h", 2, "Selection"), ("p", f"Rule: {selection['rule']}."),
+                   ("table", ["recipe", "score (points)", "per setting", "selected"], rows)]
+    curves = _curves(fig_dir / "curves.png", val)
+    if curves:
+        blocks += [("h", 2, "Learning curves"), ("img", curves, "In-context accuracy measured during training (validation tasks).")]
+    blocks += [("h", 2, "Recipes"), ("table", ["recipe", "control", "overrides", "note"],
+                                      [[r.name, "yes" if r.control else "", _overrides(r), r.note] for r in config.recipes])]
+    md = out / "report.md"
+    md.write_text(to_markdown(blocks, out), encoding="utf-8")
+    (out / "report.html").write_text(to_html(blocks, f"symtune study: {Path(config.out).name}"), encoding="utf-8")
+    return md
+
+
+__all__ = ["build_study_report"]

@@ -1,0 +1,76 @@
+import json
+import re
+
+import pytest
+import yaml
+
+from symtune.cli import main
+from symtune.study import StudyError, load_study_config, run_study, select
+
+VAL = ["raft_overruling"]
+TEST = ["raft_twitter_complaints"]
+
+
+def _write(tmp_path, tiny_dir, data_dir, **extra) -> str:
+    raw = {
+        "out": str(tmp_path / "study"), "model": str(tiny_dir), "data_dir": str(data_dir),
+        "mixture": {"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2, "tokenizer": None, "max_tokens": None},
+        "tune": {"preset": "cpu-small", "max_steps": 2, "batch_size": 2, "save_steps": 1, "pack_length": 512,
+                 "warmup_steps": 0, "eval_every": 1, "eval_tasks": VAL, "eval_settings": ["symbol"], "eval_limit": 2},
+        "validation": {"suite": "icl", "tasks": VAL, "settings": ["natural", "symbol", "flipped"], "limit": 3, "max_new_tokens": 2},
+        "test": {"suite": "icl", "tasks": TEST, "settings": ["symbol", "flipped"], "limit": 3, "max_new_tokens": 2},
+        "recipes": {"a": {}, "ctl": {"control": True, "mixture": {"labels": "random"}}},
+        "grid": {"tune.learning_rate": [1e-3, 1e-2]},
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_dir, data_dir, tmp_path):
+    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+    assert [r.name for r in config.recipes] == ["a", "ctl", "learning_rate=0.001", "learning_rate=0.01"]
+    lines = []
+    selection = run_study(config, progress=False, say=lines.append)
+    out = tmp_path / "study"
+    stages = sorted(p.name.split("-")[0] for p in (out / "stages").iterdir())
+    # one mixture for the three symbol recipes + one for the control; one base evaluation per suite
+    assert stages.count("mixture") == 2 and stages.count("eval_base") == 2
+    assert stages.count("tune") == 4  # 3 screened + the control (the finalist is not tuned again)
+    assert stages.count("eval_tuned") == 5  # 3 on validation, the finalist and the control on test
+    scores = selection["scores"]
+    assert set(scores) == {"a", "learning_rate=0.001", "learning_rate=0.01"}  # the control is never screened
+    best = max(scores, key=lambda n: scores[n]["score"])
+    assert selection["finalists"] == [best] and selection["controls"] == ["ctl"]
+    assert sorted(p.name for p in (out / "test").iterdir()) == sorted([best, "ctl"])
+    # the control is tuned like the finalist, but for its labels
+    ctl = json.loads((out / "test" / "ctl" / "state.json").read_text())["config"]
+    fin = json.loads((out / "test" / best / "state.json").read_text())["config"]
+    assert ctl["tune"] == fin["tune"] and ctl["mixture"] == {**fin["mixture"], "labels": "random"}
+    assert json.loads((out / "selection.json").read_text()) == selection
+    report = (out / "report.md").read_text()
+    assert "Validation suite" in report and "Test suite" in report and "★" in report and "curves.png" in report
+    for n in ["a", "learning_rate=0.001", "learning_rate=0.01"]:
+        assert n in report
+
+    again = []
+    run_study(config, progress=False, say=again.append)  # everything finished: every stage is skipped
+    assert not [x for x in again if re.match(r"\[\d/5\] \w+ finished in", x)]
+    assert sum("skipped" in x for x in again) == 5 * 5  # 3 validation runs + 2 test runs, 5 stages each
+
+
+def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
+    with pytest.raises(StudyError, match="unknown field"):
+        load_study_config(_write(tmp_path, tiny_dir, data_dir, epochs=3))
+    with pytest.raises(StudyError, match="grid axis 'lr'"):
+        load_study_config(_write(tmp_path, tiny_dir, data_dir, grid={"lr": [1]}))
+    with pytest.raises(StudyError, match="recipe 'a'.*max_per_taks"):
+        load_study_config(_write(tmp_path, tiny_dir, data_dir, recipes={"a": {"mixture": {"max_per_taks": 3}}}))
+    with pytest.raises(StudyError, match="finalists"):
+        load_study_config(_write(tmp_path, tiny_dir, data_dir, finalists=["zzz"]))
+    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+    with pytest.raises(StudyError, match="validation not finished"):
+        select(config)
+    rc = main(["study", _write(tmp_path, tiny_dir, data_dir, select={"metric": "f1"})])
+    assert rc == 2
