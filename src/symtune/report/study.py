@@ -14,7 +14,6 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from .. import __version__
-from ..metrics import pct
 from .document import to_html, to_markdown
 from .figures import COLORS, bar_figure, evaluation_points
 from .paired import algorithmic_delta
@@ -50,7 +49,7 @@ def _algo_cells(run: Run) -> list[str]:
     if not (run.base and run.tuned) or "algorithmic" not in run.base.results:
         return []
     cells = []
-    for part in sorted((run.base.results["algorithmic"].get("parts") or {})):
+    for part in sorted(run.base.results["algorithmic"].get("parts") or {}):
         b = [s for s in run.base.samples or [] if s.get("part") == part]
         t = [s for s in run.tuned.samples or [] if s.get("part") == part]
         cells.append(f"{part}: {delta_cell(algorithmic_delta(b, t, 'exact'))}")
