@@ -181,3 +181,14 @@ def test_gguf_identity_hashes_the_file():
     ident = model_identity("smollm2-135m")
     assert len(ident["files"][ref.gguf_file]) == 64
     assert ident["transformers"]
+
+
+def test_dtype_auto_is_bf16_only_where_native(monkeypatch):
+    from symtune import models
+    from symtune.evaluate import EvalConfig
+
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: False)
+    assert models.resolve_dtype("auto") == "float32" and EvalConfig(dtype="auto").dtype == "float32"
+    monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
+    assert models.resolve_dtype("auto") == "bfloat16" and EvalConfig(dtype="auto").dtype == "bfloat16"
+    assert models.resolve_dtype("float16") == "float16"  # an explicit choice is kept
