@@ -22,6 +22,33 @@ def test_builtin_catalogue_declares_the_paper_tasks_with_hub_sources():
         assert set(s.hub.label_values.values()) == set(s.labels), s.name
 
 
+# RAFT's own task files (ought/raft, data/<task>/task.json) list the class names in the order of the integer
+# `Label` (1, 2, ...; 0 is "Unlabeled"); ADE's names are RAFT's wording of our labels.
+RAFT_ORDER = {
+    "raft_ade_corpus_v2": ["adverse drug event", "not adverse drug event"],  # ADE-related, not ADE-related
+    "raft_overruling": ["not overruling", "overruling"],
+    "raft_semiconductor_org_types": ["company", "research institute", "university"],
+    "raft_terms_of_service": ["not potentially unfair", "potentially unfair"],
+    "raft_twitter_complaints": ["complaint", "no complaint"],
+}
+
+
+def test_raft_hub_labels_follow_rafts_own_order():
+    cat = load_catalogue()
+    for name, order in RAFT_ORDER.items():
+        assert {int(k): v for k, v in cat[name].hub.label_values.items()} == dict(enumerate(order, 1)), name
+
+
+def test_raft_hub_labels_agree_with_rows_whose_label_is_known(data_dir):
+    # RAFT's first train rows: "...we now explicitly overrule dupree." is Label 2; "North Carolina State Univ." Label 3
+    cat = load_catalogue()
+    rows = load_rows(cat["raft_overruling"], "train", data_dir).rows
+    assert rows[0]["sentence"].endswith("overrule dupree.") and rows[0]["label"] == cat["raft_overruling"].hub.label_values[2]
+    spec = cat["raft_semiconductor_org_types"]
+    rows = load_rows(spec, "train", data_dir).rows
+    assert rows[0]["organization"].startswith("North Carolina State Univ.") and rows[0]["label"] == spec.hub.label_values[3]
+
+
 def test_every_local_task_is_in_the_catalogue(data_dir):
     cat = load_catalogue(data_dir)
     local = {p.name for p in (data_dir / "tasks").iterdir() if (p / "task.json").exists()}
