@@ -161,3 +161,19 @@ def test_tune_argv_round_trips_through_the_cli():
     assert args.lora_target_modules == ["q_proj", "v_proj"]
     with pytest.raises(TuneError, match=r"unknown tuning option\(s\) in the arguments: epochz"):
         tune_argv("M", "MIX", "OUT", epochz=3)
+
+
+def test_run_config_sections_are_checked_with_a_did_you_mean(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text("mixture: {max_per_taks: 3}\n")
+    with pytest.raises(PipelineError, match=r"c.yaml: unknown option\(s\) in mixture: max_per_taks \(did you mean max_per_task\?\)"):
+        load_run_config(bad)
+    bad.write_text("tune: {learning_rat: 1.0e-4}\n")
+    with pytest.raises(PipelineError, match="in tune: learning_rat .did you mean learning_rate"):
+        load_run_config(bad)
+    bad.write_text("eval: {k: 0}\n")
+    with pytest.raises(PipelineError, match="k must be >= 1"):
+        load_run_config(bad)
+    bad.write_text("mixture: {labels: symbols}\n")
+    with pytest.raises(PipelineError, match="labels='symbols'"):
+        load_run_config(bad)

@@ -65,7 +65,7 @@ def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, epochs=3))
     with pytest.raises(StudyError, match="grid axis 'lr'"):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, grid={"lr": [1]}))
-    with pytest.raises(StudyError, match="recipe 'a'.*max_per_taks"):
+    with pytest.raises(StudyError, match="recipe .a.*max_per_taks .did you mean max_per_task"):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, recipes={"a": {"mixture": {"max_per_taks": 3}}}))
     with pytest.raises(StudyError, match="finalists"):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, finalists=["zzz"]))

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except ValueError as e:  # our errors are ValueError subclasses defined in symtune modules
+    except (ValueError, RuntimeError) as e:  # our errors: ValueError subclasses, and BackendError, from symtune modules
         if not type(e).__module__.startswith("symtune"):
             raise
         print(f"symtune {args.command}: error: {e}", file=sys.stderr)

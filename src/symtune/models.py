@@ -183,8 +183,8 @@ def load_tokenizer(ref: ModelRef | str, *, trust_remote_code: bool = False, adap
         src, kw = adapter, {}  # a tuned adapter may ship its own (e.g. extended) tokenizer
     try:
         tok = AutoTokenizer.from_pretrained(src, trust_remote_code=trust_remote_code, **kw)
-    except OSError as e:
-        if ref.kind == "hub":
+    except (OSError, ValueError) as e:  # a missing file, or one that is not what its name says (a bad GGUF)
+        if ref.kind == "hub" and isinstance(e, OSError):
             raise _hub_error(ref, e) from e
         raise ModelLoadError(f"cannot load a tokenizer from {src!r}: {e}") from e
     if tok.pad_token is None:
@@ -212,10 +212,12 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu", adapte
     try:
         model = AutoModelForCausalLM.from_pretrained(ref.path, dtype=torch_dtype,
                                                      trust_remote_code=trust_remote_code, **kw)
-    except OSError as e:
-        if ref.kind == "hub":
+    except (OSError, ValueError) as e:  # a missing file, or one that is not what its name says (a bad GGUF)
+        if ref.kind == "hub" and isinstance(e, OSError):
             raise _hub_error(ref, e) from e
-        raise ModelLoadError(f"cannot load model from {ref.path!r}: {e}") from e
+        where = str(Path(ref.path) / ref.gguf_file) if ref.gguf_file else ref.path
+        raise ModelLoadError(f"cannot load model from {where!r}: {e}; pass a model directory, a valid .gguf file, "
+                             "a hub id or an alias") from e
     tok = load_tokenizer(ref, trust_remote_code=trust_remote_code, adapter=adapter)
     if adapter is not None:
         model = _apply_adapter(model, ref, adapter)

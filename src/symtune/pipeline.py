@@ -10,6 +10,7 @@ last checkpoint, evaluation from its per-query cache.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -62,7 +63,38 @@ def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
     if bad:
         raise PipelineError(f"{path}: unknown field(s) {bad}; known: {sorted(known)}")
     raw.update({k: v for k, v in overrides.items() if v is not None})
-    return RunConfig(**raw)
+    config = RunConfig(**raw)
+    check_sections(config, str(path))
+    return config
+
+
+def _unknown(section: str, given: dict, known, where: str) -> None:
+    bad = sorted(set(given) - set(known))
+    if bad:
+        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, list(known), 1)) else k for k in bad]
+        raise PipelineError(f"{where}: unknown option(s) in {section}: {', '.join(hints)}")
+
+
+def check_sections(config: RunConfig, where: str = "run config") -> None:
+    """Every section is checked before any stage runs: unknown options (with a did-you-mean) and bad values
+    are errors naming the section."""
+    from .evaluate import EvalConfig
+    from .mixture import MixtureConfig
+    from .tune.config import FIELD_NAMES, resolve_config
+
+    for name in ("mixture", "tune", "eval"):
+        if not isinstance(getattr(config, name), dict):
+            raise PipelineError(f"{where}: {name} must be a mapping of options, got {getattr(config, name)!r}")
+    _unknown("mixture", config.mixture, set(MixtureConfig.__dataclass_fields__) - {"data_dir", "seed"}, where)
+    _unknown("tune", config.tune, set(FIELD_NAMES) - {"model", "mixture", "out", "seed"} | {"preset", "launch"}, where)
+    _unknown("eval", config.eval, set(EvalConfig.__dataclass_fields__) - {"model", "out", "data_dir", "seed"}, where)
+    try:
+        MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
+        opts = {k: v for k, v in config.tune.items() if k != "launch"}
+        resolve_config(opts.pop("preset", "cpu-small"), **opts)
+        EvalConfig(model=config.model, data_dir=config.data_dir, seed=config.seed, **config.eval)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(f"{where}: {e}") from None
 
 
 def data_fingerprint(data_dir: str | None) -> str | None:

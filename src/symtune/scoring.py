@@ -502,7 +502,7 @@ class OpenAICompletionsBackend:
             r = requests.post(url, json=payload, headers=self.headers, timeout=self.timeout)
         except requests.RequestException as e:
             raise BackendError(f"completions server at {self.base_url} is not reachable ({type(e).__name__}); "
-                               "start it or fix --server-url") from e
+                               "start it or fix --server") from e
         if r.status_code != 200:
             raise BackendError(f"completions server at {url} answered HTTP {r.status_code}: {r.text[:300]}")
         try:
@@ -517,7 +517,7 @@ class OpenAICompletionsBackend:
             r = requests.get(self.base_url + "/v1/models", headers=self.headers, timeout=min(self.timeout, 30))
         except requests.RequestException as e:
             raise BackendError(f"completions server at {self.base_url} is not reachable ({type(e).__name__}); "
-                               "start it or fix --server-url") from e
+                               "start it or fix --server") from e
         if r.status_code != 200:
             return {}  # some servers have no /v1/models; scoring calls will tell whether they work
         for m in r.json().get("data", []):

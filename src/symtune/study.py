@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
-from .pipeline import PipelineError, RunConfig, run_pipeline
+from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline
 
 PHASES = ("validation", "test")
 SECTIONS = ("mixture", "tune")
@@ -148,10 +148,6 @@ def load_study_config(path: str | Path, **overrides) -> StudyConfig:
 
 def check_study(config: StudyConfig, where: str = "study") -> None:
     """Every recipe's run config is built and checked before anything runs (typos fail at once)."""
-    from .evaluate import EvalConfig
-    from .mixture import MixtureConfig
-    from .tune.config import resolve_config
-
     names = [r.name for r in config.recipes]
     if not names:
         raise StudyError(f"{where}: no recipes; list them under recipes: or grid:")
@@ -169,15 +165,11 @@ def check_study(config: StudyConfig, where: str = "study") -> None:
         if unknown:
             raise StudyError(f"{where}: finalists {unknown} are not recipes; recipes: {names}")
     for r in config.recipes:
-        rc = config.run_config(r, "validation")
-        try:
-            MixtureConfig(data_dir=rc.data_dir, seed=rc.seed, **rc.mixture)
-            opts = {k: v for k, v in rc.tune.items() if k != "launch"}
-            resolve_config(opts.pop("preset", "cpu-small"), **opts)
-            for phase in PHASES:
-                EvalConfig(model=rc.model, data_dir=rc.data_dir, **getattr(config, phase))
-        except (TypeError, ValueError) as e:
-            raise StudyError(f"{where}: recipe {r.name!r}: {e}") from None
+        for phase in PHASES:
+            try:
+                check_sections(config.run_config(r, phase), f"{where}: recipe {r.name!r} ({phase})")
+            except PipelineError as e:
+                raise StudyError(str(e)) from None
 
 
 def validation_scores(config: StudyConfig) -> dict[str, dict]:
