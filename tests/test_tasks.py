@@ -155,3 +155,14 @@ def test_local_spec_disagreeing_with_builtin_is_an_error(tmp_path):
     (d / "task.json").write_text(json.dumps({"name": "sst2", "role": "tune", "labels": ["bad", "good"], "input_fields": ["sentence"]}))
     with pytest.raises(TaskError, match="disagree with the built-in spec"):
         load_catalogue(tmp_path)
+
+
+def test_user_task_in_a_relative_data_dir(tmp_path, monkeypatch):
+    d = tmp_path / "d1" / "tasks" / "t1"
+    d.mkdir(parents=True)
+    (d / "task.json").write_text(json.dumps({"name": "t1", "role": "extra", "input_fields": ["text"], "labels": ["a", "b"],
+                                             "instruction": "a or b?"}))  # fmt: skip
+    (d / "train.jsonl").write_text("".join(json.dumps({"text": f"x{i}", "label": "ab"[i % 2]}) + "\n" for i in range(6)))
+    monkeypatch.chdir(tmp_path)
+    spec = load_catalogue("d1")["t1"]
+    assert len(load_rows(spec, "train", "d1").rows) == 6

@@ -139,7 +139,7 @@ def read_spec_file(path: Path) -> TaskSpec:
         raise TaskError(f"{path}: malformed task spec: {e}") from None
     spec = spec_from_dict(raw, str(path))
     if spec.local is None and path.name == "task.json":
-        spec = replace(spec, local=str(path.parent))
+        spec = replace(spec, local=str(path.parent.resolve()))
     elif spec.local is not None and not Path(spec.local).is_absolute() and ("/" in spec.local or spec.local.startswith(".")):
         spec = replace(spec, local=str((path.parent / spec.local).resolve()))
     return spec
