@@ -166,3 +166,44 @@ def test_user_task_in_a_relative_data_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = load_catalogue("d1")["t1"]
     assert len(load_rows(spec, "train", "d1").rows) == 6
+
+
+def _hub_spec(label_values):
+    from symtune.tasks.spec import spec_from_dict
+
+    return spec_from_dict({"name": "hubtask", "role": "extra", "input_fields": ["text"], "labels": ["neg", "pos"],
+                           "instruction": "?", "hub": {"path": "user/ds", "splits": {"train": "train"},
+                                                       "label_column": "label", "label_values": label_values}}, "t.yaml")  # fmt: skip
+
+
+def test_hub_rows_without_a_mapping_are_counted_and_a_lost_class_is_an_error(monkeypatch):
+    import datasets
+
+    from symtune.tasks import sources
+
+    rows = [{"text": f"t{i}", "label": i % 3 - 1} for i in range(9)]  # -1 (unlabelled), 0, 1
+    monkeypatch.setattr(sources, "hub_unreachable", lambda: None)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: rows)
+    sources._CACHE.clear()
+    got = load_rows(_hub_spec({0: "neg", 1: "pos"}), "train")
+    assert len(got.rows) == 6 and got.skipped == {"label without a mapping (label_values)": 3}
+    sources._CACHE.clear()
+    with pytest.raises(TaskError, match=r"no user/ds train row maps to label\(s\) \['pos'\]"):
+        load_rows(_hub_spec({0: "neg", 5: "pos"}), "train")
+    sources._CACHE.clear()
+
+
+def test_unreachable_hub_is_said_at_once(monkeypatch):
+    import time
+
+    from symtune.tasks import sources
+
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    sources.hub_unreachable.cache_clear()
+    t0 = time.time()
+    with pytest.raises(TaskError, match=r"hub http://127.0.0.1:9 is unreachable.*--data-dir PATH"):
+        load_rows(_hub_spec({0: "neg", 1: "pos"}), "train")
+    assert time.time() - t0 < 15
+    sources.hub_unreachable.cache_clear()

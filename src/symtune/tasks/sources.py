@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
+import os
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +85,28 @@ def _load_rows(spec: TaskSpec, split: str, data_dir: str | None) -> Rows:
     if spec.hub is None:
         where = f"{data_dir}/tasks/{spec.local}" if spec.local and data_dir else "no --data-dir given"
         raise TaskError(f"task {spec.name!r} is not available locally ({where}) and its spec ({spec.origin}) has no hub source")
-    return _validate(spec, split, *_read_hub(spec, split), "")
+    raw, source, unmapped = _read_hub(spec, split)
+    rows = _validate(spec, split, raw, source, "")
+    if unmapped:
+        rows.skipped["label without a mapping (label_values)"] = unmapped
+    return rows
+
+
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached (None: it answered, or offline mode is set and the
+    libraries' own cache decides). Checked once, with a 10-second timeout, before any hub load: the hub
+    client would otherwise retry for many minutes before saying anything."""
+    if any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
+        return None
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except (OSError, ValueError) as e:
+        return f"{url} is unreachable ({getattr(e, 'reason', e)})"
+    return None
 
 
 def _read_file(path: Path) -> list[tuple[str, dict]]:
@@ -117,6 +142,10 @@ def _read_hub(spec: TaskSpec, split: str) -> tuple[list[tuple[str, dict]], str]:
         raise TaskError(f"task {spec.name!r}: the hub source declares no {split} split ({spec.origin})")
     import datasets
 
+    why = hub_unreachable()
+    if why:
+        raise TaskError(f"task {spec.name!r} has no local copy and the Hugging Face hub {why}; pass --data-dir PATH "
+                        "with local copies of the tasks (tasks/<name>/task.json + <split>.jsonl, see the README)")
     try:
         ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
     except Exception as e:  # network, auth, missing config: all end here
@@ -126,18 +155,24 @@ def _read_hub(spec: TaskSpec, split: str) -> tuple[list[tuple[str, dict]], str]:
         ) from None
     fields_ = hub.input_fields or list(spec.input_fields)
     values = {str(k): v for k, v in hub.label_values.items()}
-    rows = []
+    rows, unmapped = [], 0
     for i, r in enumerate(ds):
         r = {hub.columns.get(k, k): v for k, v in r.items()}
         label = r.get(hub.label_column)
         label = values.get(str(label), label if not values else None)
-        if label is None:  # unlabelled rows (e.g. -1 in SNLI, 0 in RAFT's test split)
+        if label is None:  # unlabelled rows (e.g. -1 in SNLI, 0 in RAFT's test split): counted
+            unmapped += 1
             continue
         row = {f: r.get(f) for f in fields_}
         row.update({f: "" for f in spec.input_fields if f not in fields_})
         row[spec.label_field] = label
         rows.append((f"{hub.path}:{hub.splits[split]}:{i}", row))
-    return rows, f"hf://{hub.path}/{hub.name or ''}@{getattr(ds, '_fingerprint', '')}"
+    if split == "train":  # a mapping that loses a whole class would silently change the task
+        lost = sorted(set(spec.labels) - {row[spec.label_field] for _, row in rows})
+        if lost:
+            raise TaskError(f"task {spec.name!r}: no {hub.path} {hub.splits[split]} row maps to label(s) {lost}; "
+                            f"check label_column/label_values in {spec.origin}")
+    return rows, f"hf://{hub.path}/{hub.name or ''}@{getattr(ds, '_fingerprint', '')}", unmapped
 
 
 def _validate(spec: TaskSpec, split: str, raw: list[tuple[str, dict]], source: str, sha: str) -> Rows:
