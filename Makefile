@@ -26,9 +26,9 @@ test: setup lint
 test-fast: setup
 	$(BIN)/pytest -q -m "not slow"
 
+# `make run` loads the tasks from the Hugging Face hub; `make run DATA_DIR=PATH` from local copies.
 run: setup
-	@test -n "$(DATA_DIR)" || { echo "usage: make run DATA_DIR=PATH (a directory with tasks/<name>/...)"; exit 2; }
-	$(BIN)/symtune run --data-dir $(DATA_DIR) --out $(RUN_DIR)
+	$(BIN)/symtune run $(if $(DATA_DIR),--data-dir $(DATA_DIR)) --out $(RUN_DIR)
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache
