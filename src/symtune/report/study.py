@@ -160,11 +160,16 @@ def build_study_report(config) -> Path:
             blocks.append(("img", fig, f"{phase}: macro-average accuracy per setting, base and every recipe; dashes: chance."))
         if pending:
             blocks.append(("p", f"Pending (not finished): {', '.join(pending)}."))
-    if selection:
-        rows = [[n, f"{s['score'] * 100:+.1f}", ", ".join(f"{k} {d * 100:+.1f}" for k, d in s["per_setting"].items()),
-                 "★" if n in selection["finalists"] else ""] for n, s in selection["scores"].items()]  # fmt: skip
-        blocks += [("h", 2, "Selection"), ("p", f"Rule: {selection['rule']}."),
-                   ("table", ["recipe", "score (points)", "per setting", "selected"], rows)]
+    from ..study import validation_scores
+
+    scores = selection["scores"] if selection else validation_scores(config)
+    if scores:
+        rows = [[n, f"{v['score'] * 100:+.1f}", ", ".join(f"{k} {d * 100:+.1f}" for k, d in v["per_setting"].items()),
+                 "★" if selection and n in selection["finalists"] else ""] for n, v in scores.items()]  # fmt: skip
+        rule = (f"Rule: {selection['rule']}." if selection else
+                "Not applied yet (it is applied once, when the test phase starts); the scores so far:")
+        blocks += [("h", 2, "Selection"), ("p", rule),
+                   ("table", ["recipe", "validation score (points)", "per setting", "selected"], rows)]
     curves = _curves(fig_dir / "curves.png", val)
     if curves:
         blocks += [("h", 2, "Learning curves"), ("img", curves, "In-context accuracy measured during training (validation tasks).")]
