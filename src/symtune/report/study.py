@@ -145,7 +145,7 @@ def build_study_report(config) -> Path:
     for phase, runs, names in (("validation", val, [r.name for r in config.recipes]),
                                ("test", test, [r.name for r in config.recipes if r.name in test])):
         blocks.append(("h", 2, f"{phase.capitalize()} suite"))
-        pending = [r.name for r in config.recipes if (phase == "validation" or r.name in test)
+        pending = [r.name for r in config.recipes if ((phase == "validation" and not r.control) or r.name in test)
                    and not (r.name in runs and runs[r.name].base and runs[r.name].tuned)]  # fmt: skip
         if phase == "test" and not test:
             blocks.append(("p", "Not run yet (the test phase runs after the selection)."))
