@@ -19,6 +19,7 @@ def _write(tmp_path, tiny_dir, data_dir, **extra) -> str:
                  "warmup_steps": 0, "eval_every": 1, "eval_tasks": VAL, "eval_settings": ["symbol"], "eval_limit": 2},
         "validation": {"suite": "icl", "tasks": VAL, "settings": ["natural", "symbol", "flipped"], "limit": 3, "max_new_tokens": 2},
         "test": {"suite": "icl", "tasks": TEST, "settings": ["symbol", "flipped"], "limit": 3, "max_new_tokens": 2},
+        "diagnostic": {"suite": "icl", "tasks": ["sst2"], "settings": ["symbol"], "limit": 2, "max_new_tokens": 2},
         "recipes": {"a": {}, "ctl": {"control": True, "mixture": {"labels": "random"}}},
         "grid": {"tune.learning_rate": [1e-3, 1e-2]},
         **extra,
@@ -36,9 +37,10 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     out = tmp_path / "study"
     stages = sorted(p.name.split("-")[0] for p in (out / "stages").iterdir())
     # one mixture for the three symbol recipes + one for the control; one base evaluation per suite
-    assert stages.count("mixture") == 2 and stages.count("eval_base") == 2
+    assert stages.count("mixture") == 2 and stages.count("eval_base") == 3
     assert stages.count("tune") == 4  # 3 screened + the control (the finalist is not tuned again)
-    assert stages.count("eval_tuned") == 5  # 3 on validation, the finalist and the control on test
+    assert stages.count("eval_tuned") == 8  # 3 on validation, 3 on the seen-task diagnostic, finalist and control on test
+    assert sorted(p.name for p in (out / "diagnostic").iterdir()) == ["a", "learning_rate=0.001", "learning_rate=0.01"]
     scores = selection["scores"]
     assert set(scores) == {"a", "learning_rate=0.001", "learning_rate=0.01"}  # the control is never screened
     best = max(scores, key=lambda n: scores[n]["score"])
@@ -51,13 +53,14 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert json.loads((out / "selection.json").read_text()) == selection
     report = (out / "report.md").read_text()
     assert "Validation suite" in report and "Test suite" in report and "★" in report and "curves.png" in report
+    assert "Seen tasks" in report and "diagnostic.png" in report
     for n in ["a", "learning_rate=0.001", "learning_rate=0.01"]:
         assert n in report
 
     again = []
     run_study(config, progress=False, say=again.append)  # everything finished: every stage is skipped
     assert not [x for x in again if re.match(r"\[\d/5\] \w+ finished in", x)]
-    assert sum("skipped" in x for x in again) == 5 * 5  # 3 validation runs + 2 test runs, 5 stages each
+    assert sum("skipped" in x for x in again) == 8 * 5  # 3 validation + 3 diagnostic + 2 test runs, 5 stages each
 
 
 def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):

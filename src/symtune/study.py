@@ -5,6 +5,9 @@ overrides of those sections, listed by hand or expanded from a `grid`), and two 
 
     validation  a suite that is neither tuned on nor the final test (every recipe is screened on it)
     test        the held-out suite, run only for the chosen recipe(s), the controls and the base model
+    diagnostic  optional: new queries of tasks that *are* in the mixture, for every screened recipe — does
+                the recipe teach in-context learning on the tasks it saw, whether or not it transfers?
+                Never used for selection.
 
 Each recipe is a `symtune run` (pipeline.py) whose stages live in the study's one `stages/` directory, so
 what two recipes share is done once: the mixture when their mixture sections agree, the base model's
@@ -65,6 +68,7 @@ class StudyConfig:
     tune: dict = field(default_factory=dict)
     validation: dict = field(default_factory=dict)
     test: dict = field(default_factory=dict)
+    diagnostic: dict = field(default_factory=dict)
     recipes: list[Recipe] = field(default_factory=list)
     select: dict = field(default_factory=lambda: {"metric": "gen_acc", "settings": ["symbol", "flipped"], "top": 1})
     finalists: list[str] | None = None
@@ -165,7 +169,7 @@ def check_study(config: StudyConfig, where: str = "study") -> None:
         if unknown:
             raise StudyError(f"{where}: finalists {unknown} are not recipes; recipes: {names}")
     for r in config.recipes:
-        for phase in PHASES:
+        for phase in PHASES + (("diagnostic",) if config.diagnostic else ()):
             try:
                 check_sections(config.run_config(r, phase), f"{where}: recipe {r.name!r} ({phase})")
             except PipelineError as e:
@@ -244,6 +248,9 @@ def run_study(config: StudyConfig, phases=PHASES, only: list[str] | None = None,
         for i, r in enumerate(todo, 1):
             say(f"=== study {out.name}: validation {i}/{len(todo)}: {r.name}")
             run_pipeline(config.run_config(r, "validation"), progress=progress, say=say)
+            if config.diagnostic:
+                say(f"=== study {out.name}: diagnostic (seen tasks) {i}/{len(todo)}: {r.name}")
+                run_pipeline(config.run_config(r, "diagnostic"), progress=progress, say=say)
             build_study_report(config)
     if "test" in phases:
         selection = select(config)

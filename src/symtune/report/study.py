@@ -142,10 +142,23 @@ def build_study_report(config) -> Path:
               "★: selected on the validation suite. The test suite is run only for the selected recipe(s), the "
               "controls and the base model."),
     ]
-    for phase, runs, names in (("validation", val, [r.name for r in config.recipes]),
-                               ("test", test, [r.name for r in config.recipes if r.name in test])):
-        blocks.append(("h", 2, f"{phase.capitalize()} suite"))
-        pending = [r.name for r in config.recipes if ((phase == "validation" and not r.control) or r.name in test)
+    diag = _load(config, "diagnostic") if config.diagnostic else {}
+    sections = [("validation", val, [r.name for r in config.recipes]),
+                ("test", test, [r.name for r in config.recipes if r.name in test])]
+    if config.diagnostic:
+        d = config.diagnostic
+        sections.insert(1, ("diagnostic", diag, [r.name for r in config.recipes]))
+    titles = {"validation": "Validation suite", "test": "Test suite",
+              "diagnostic": "Seen tasks: new queries of tuning tasks (a diagnostic, never used for selection)"}
+    for phase, runs, names in sections:
+        blocks.append(("h", 2, titles[phase]))
+        if phase == "diagnostic":
+            blocks.append(("p", f"Tasks {', '.join(d.get('tasks') or [])}, queries from their test (else validation) "
+                                f"split, which tuning never used; settings {', '.join(d.get('settings') or [])}; "
+                                f"{d.get('limit') or d.get('max_queries', 100)} queries per task. It asks whether a recipe "
+                                "teaches in-context learning on the tasks it was tuned on, whether or not that transfers "
+                                "to new tasks (the validation and test suites)."))  # fmt: skip
+        pending = [r.name for r in config.recipes if ((phase != "test" and not r.control) or r.name in test)
                    and not (r.name in runs and runs[r.name].base and runs[r.name].tuned)]  # fmt: skip
         if phase == "test" and not test:
             blocks.append(("p", "Not run yet (the test phase runs after the selection)."))
