@@ -94,7 +94,7 @@ def _figure(path: Path, runs: dict[str, Run], names: list[str], title: str) -> P
 def _curves(path: Path, runs: dict[str, Run]) -> Path | None:
     """Learning curves from the in-training evaluation hook: one panel per measured number, one line per recipe."""
     points = {n: evaluation_points(r.training.log) for n, r in runs.items() if r.training}
-    keys = sorted({k for p in points.values() for k in p if k.startswith("icl/")})
+    keys = sorted({k for p in points.values() for k in p if k.startswith("icl/") and k.endswith("/acc")})  # rank accuracy
     if not keys:
         return None
     fig = Figure(figsize=(7.5, 2.8 * len(keys)))
@@ -106,6 +106,7 @@ def _curves(path: Path, runs: dict[str, Run]) -> Path | None:
                 ax.plot(steps, [100 * v for v in values], marker="o", ms=3, color=COLORS[(j + 1) % len(COLORS)], label=name)
         ax.set_title(f"during training: {k[4:]}", fontsize=10)
         ax.set_ylabel("accuracy %", fontsize=9)
+        ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[-1].set_xlabel("step")
