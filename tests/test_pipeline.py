@@ -124,19 +124,18 @@ def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkey
     """tune.launch hands the tuning stage to `accelerate launch` (here 2 CPU processes); the process count is
     not part of the stage key, since per-step results do not depend on it."""
     import socket
-    from pathlib import Path
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    accel = Path(__file__).resolve().parents[1] / "configs" / "accelerate" / "cpu_ddp.yaml"
+    accel = "cpu_ddp"  # a shipped config, by name
     config = _config(tiny_dir, data_dir, tmp_path / "run")
     lines = []
     config.tune.update(micro_batch_size=1, launch=["--config_file", str(accel), "--main_process_port", port])
     state = run_pipeline(config, progress=False, say=lines.append)
-    assert any("-m accelerate.commands.launch --config_file" in x and "-m symtune.tune" in x for x in lines)
+    assert any("-m accelerate.commands.launch --config_file" in x and "cpu_ddp.yaml" in x and "-m symtune.tune" in x for x in lines)
     tune_dir = tmp_path / "run" / state["stages"]["tune"]["dir"]
     summary = json.loads((tune_dir / "tune_summary.json").read_text())
     assert summary["processes"] == 2 and summary["results"]["steps"] == 2
@@ -177,3 +176,22 @@ def test_run_config_sections_are_checked_with_a_did_you_mean(tmp_path):
     bad.write_text("mixture: {labels: symbols}\n")
     with pytest.raises(PipelineError, match="labels='symbols'"):
         load_run_config(bad)
+
+
+def test_launch_names_a_shipped_config():
+    from symtune.configs import config_path
+    from symtune.pipeline import launch_args
+
+    path = str(config_path("fsdp2"))
+    assert launch_args("fsdp2") == ["--config_file", path]
+    assert launch_args(["--config_file", "fsdp2", "--num_processes", 8]) == ["--config_file", path, "--num_processes", "8"]
+    with pytest.raises(PipelineError, match="'fsdp3' is not a file.*fsdp2"):
+        launch_args(["--config_file", "fsdp3"])
+    paper = load_run_config(config_path("runs/paper"))  # a shipped run config that launches by name
+    assert launch_args(paper.tune["launch"])[1] == path
+
+
+def test_run_config_by_shipped_name():
+    assert load_run_config("paper").model == load_run_config("runs/paper").model != "smollm2-135m"
+    with pytest.raises(PipelineError, match="nope.yaml: cannot read"):
+        load_run_config("nope.yaml")

@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from symtune.configs import config_path
 from symtune.tune import TuneConfig, TuneError, load_preset, resolve_config, tune
 from symtune.tune.data import IGNORE, check_special_tokens, tokenize_records
 from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint
@@ -269,7 +270,7 @@ def test_two_process_ddp_matches_single_process_per_step(tiny_dir, mixture_dir, 
     ddp = tmp_path / "ddp"
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-           str(REPO / "configs" / "accelerate" / "cpu_ddp.yaml"), "--main_process_port", str(_free_port()), "-m", "symtune.tune",
+           str(config_path("cpu_ddp")), "--main_process_port", str(_free_port()), "-m", "symtune.tune",
            "--model", str(tiny_dir), "--mixture", str(mixture_dir), "--out", str(ddp), "--micro-batch-size", "1",
            *opts]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -440,4 +441,4 @@ def test_shipped_accelerate_configs_parse():
     assert {"ddp.yaml", "fsdp2.yaml", "deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "cpu_ddp.yaml"} <= names
     kinds = {n: yaml.safe_load((REPO / "configs" / "accelerate" / n).read_text())["distributed_type"] for n in names}
     assert kinds["fsdp2.yaml"] == "FSDP" and kinds["deepspeed_zero3.yaml"] == "DEEPSPEED"
-    assert yaml.safe_load((REPO / "configs/accelerate/fsdp2.yaml").read_text())["fsdp_config"]["fsdp_version"] == 2
+    assert yaml.safe_load(config_path("fsdp2").read_text())["fsdp_config"]["fsdp_version"] == 2

@@ -155,6 +155,18 @@ def _study(args) -> int:
     return 0
 
 
+def _configs(args) -> int:
+    from .configs import config_path, shipped
+
+    if args.name:
+        print(config_path(args.name))
+        return 0
+    print(format_table(["config", "path"], [[k, str(p)] for k, p in shipped().items()]))
+    print("\nuse: accelerate launch --config_file $(symtune configs fsdp2) -m symtune.tune ...; "
+          "symtune run $(symtune configs runs/paper); a run config's tune.launch may name one: launch: fsdp2")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="symtune", description=__doc__)
     p.add_argument("--version", action="version", version=f"symtune {__version__}")
@@ -245,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .pipeline import STAGES
 
     sp = sub.add_parser("run", help="the whole pipeline: mixture, tune, evaluate base and tuned, report")
-    sp.add_argument("config", nargs="?", help="run config YAML (default: the built-in offline CPU run)")
+    sp.add_argument("config", nargs="?", help="run config YAML or a shipped one's name (default, paper; default: default)")
     sp.add_argument("--data-dir", help="local data directory (overrides the config)")
     sp.add_argument("--out", help="run directory (overrides the config)")
     sp.add_argument("--model", help="base model (overrides the config)")
@@ -254,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_run)
 
     sp = sub.add_parser("study", help="several tuning recipes vs one base model: validation, selection, test")
-    sp.add_argument("config", help="study config YAML (see src/symtune/configs/runs/study.yaml)")
+    sp.add_argument("config", help="study config YAML, or `study` (the shipped one, src/symtune/configs/runs/study.yaml)")
     sp.add_argument("--data-dir", help="local data directory (overrides the config)")
     sp.add_argument("--out", help="study directory (overrides the config)")
     sp.add_argument("--model", help="base model (overrides the config)")
@@ -264,6 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--report-only", action="store_true", help="rewrite the study report from what has finished")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_study)
+
+    sp = sub.add_parser("configs", help="list the shipped configs (presets, runs, accelerate) or print one's path")
+    sp.add_argument("name", nargs="?", help="a config's name (fsdp2, runs/paper, cpu-small): print its path")
+    sp.set_defaults(func=_configs)
 
     sp = sub.add_parser("report", help="report.md + report.html for runs (side by side) or evaluation dirs")
     sp.add_argument("run_dirs", nargs="*", help="run directories (symtune run) or evaluation directories")

@@ -35,7 +35,7 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
-from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline
+from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline, shipped_or_path
 
 PHASES = ("validation", "test")
 SECTIONS = ("mixture", "tune")
@@ -128,7 +128,7 @@ def expand_grid(grid: dict, where: str) -> list[Recipe]:
 
 
 def load_study_config(path: str | Path, **overrides) -> StudyConfig:
-    path = Path(path)
+    path = shipped_or_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:

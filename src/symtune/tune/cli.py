@@ -12,8 +12,8 @@ _NOT_FLAGS = ("preset",)  # --preset is the preset itself
 
 EPILOG = """\
 Options left out come from the preset (cpu-small unless --preset is given), then from TuneConfig's defaults.
-Several processes / GPUs / machines (see configs/accelerate/README.md):
-  accelerate launch --config_file configs/accelerate/<ddp|fsdp2|deepspeed_zero2|deepspeed_zero3>.yaml
+Several processes / GPUs / machines (`symtune configs` lists the shipped accelerate configs):
+  accelerate launch --config_file $(symtune configs <ddp|fsdp2|deepspeed_zero2|deepspeed_zero3>)
       [--num_processes N --num_machines M --machine_rank R --main_process_ip IP] -m symtune.tune --model ...
 --batch-size stays the global batch.
 """

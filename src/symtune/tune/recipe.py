@@ -200,7 +200,7 @@ def check_launch_environment() -> None:
         raise TuneError(
             f"this launch asks for {' and '.join(wanted)}, which needs GPUs, but none is visible. On CPUs, run "
             "`symtune tune` directly (one process), or for CPU data parallelism: `ACCELERATE_USE_CPU=1 accelerate "
-            "launch --config_file configs/accelerate/cpu_ddp.yaml -m symtune.tune ...`")
+            "launch --config_file $(symtune configs cpu_ddp) -m symtune.tune ...`")
 
 
 def _check_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool) -> Path | None:
