@@ -260,11 +260,11 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     t0 = time.time()
     out = Path(config.out)
     backend = backend or make_backend(config)
+    items, report, algo = plan_evaluation(config, backend)  # bad tasks or settings fail here, before --out is made
     cache = ResultCache(out / "cache.jsonl")
     resumed = len(cache)
     results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": _versions(),
                "seeds": {"seed": config.seed, "trials": list(range(config.trials))}}  # fmt: skip
-    items, report, algo = plan_evaluation(config, backend)
     total = len(items) + (len(algo.requests) if algo else 0)
     samples: list[dict] = []
     if config.suite in ("paper", "icl"):

@@ -206,6 +206,16 @@ def _instruction_records(source: str, n: int, seed: int) -> list[dict]:
     import datasets
 
     suffix = Path(source).suffix.lstrip(".")
+    if not Path(source).is_file():
+        if suffix in ("jsonl", "json", "csv", "parquet") or "/" not in source or source.startswith((".", "/", "~")):
+            raise MixtureError(f"instruction data {source!r} is not a file (nor a hub id 'user/dataset'); "
+                               "pass a .jsonl/.json/.csv/.parquet file or a hub dataset id")
+        from .tasks.sources import hub_unreachable
+
+        why = hub_unreachable()
+        if why:
+            raise MixtureError(f"instruction data {source!r} is a hub id and the Hugging Face hub {why}; "
+                               "pass a local file instead")
     try:
         if Path(source).is_file():
             ds = datasets.load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=source, split="train")

@@ -58,12 +58,12 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     main = state.is_main_process
     resume_from = _check_out_dir(out, config, resume=resume, overwrite=overwrite)
+    dataset, manifest = load_mixture(config.mixture)  # MixtureError says what is wrong, before --out is written
     state.wait_for_everyone()  # every process has looked before the main one writes
     if main:
         _init_out_dir(out, config, resume=resume, overwrite=overwrite, resume_from=resume_from)
     state.wait_for_everyone()
 
-    dataset, manifest = load_mixture(config.mixture)  # MixtureError says what is wrong with the directory
     precision = _precision(config.precision)
     model, tokenizer = load_model(config.model, dtype="bfloat16" if precision == "bf16" else "float32",
                                   trust_remote_code=config.trust_remote_code)
