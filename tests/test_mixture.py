@@ -109,7 +109,7 @@ def test_interrupted_write_leaves_no_output(data_dir, tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(mx, "_versions", boom)
+    monkeypatch.setattr(mx, "package_versions", boom)
     with pytest.raises(OSError):
         build_mixture(MixtureConfig(data_dir=str(data_dir), tasks=["rte"], max_per_task=5, tokenizer=None), tmp_path / "x", progress=False)
     assert list(tmp_path.iterdir()) == []

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
 from .cache import ResultCache, cache_key, write_atomic
 from .episodes import (
     EVAL_SETTINGS,
@@ -32,6 +30,7 @@ from .episodes import (
 )
 from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize
+from .provenance import package_versions
 from .scoring import generation_match, rank_predictions
 from .symbols import SymbolPool
 from .tasks import load_catalogue, select_tasks
@@ -263,7 +262,7 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     items, report, algo = plan_evaluation(config, backend)  # bad tasks or settings fail here, before --out is made
     cache = ResultCache(out / "cache.jsonl")
     resumed = len(cache)
-    results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": _versions(),
+    results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": package_versions(),
                "seeds": {"seed": config.seed, "trials": list(range(config.trials))}}  # fmt: skip
     total = len(items) + (len(algo.requests) if algo else 0)
     samples: list[dict] = []
@@ -306,14 +305,6 @@ def _algorithmic(algo, backend, cache: ResultCache, bar):
     samples, tables = score_algorithmic(reqs, gens, algo.skipped)
     tables["config"] = algo.config
     return samples, tables
-
-
-def _versions() -> dict:
-    import torch
-    import transformers
-
-    return {"symtune": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__}  # fmt: skip
 
 
 def format_results(results: dict) -> str:

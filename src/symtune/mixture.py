@@ -8,10 +8,8 @@ Output directory (written atomically; the same config gives byte-identical files
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import platform
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -19,7 +17,6 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import __version__
 from .episodes import (
     BudgetError,
     EpisodeError,
@@ -31,6 +28,7 @@ from .episodes import (
     render,
 )
 from .formats import FORMATS, get_format, render_prompt
+from .provenance import file_sha256, package_versions
 from .symbols import CATEGORIES, SymbolPool
 from .tasks import TaskError, load_catalogue, select_tasks
 
@@ -241,26 +239,6 @@ def _instruction_records(source: str, n: int, seed: int) -> list[dict]:
     return out
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _versions() -> dict:
-    import datasets
-    import wordfreq
-
-    return {
-        "symtune": __version__,
-        "python": platform.python_version(),
-        "datasets": datasets.__version__,
-        "wordfreq": getattr(wordfreq, "__version__", "unknown"),
-    }
-
-
 def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out: str | Path, overwrite: bool = False) -> Path:
     """Write records.jsonl, dataset/ and manifest.json into a temporary directory, then rename it to `out`."""
     import datasets
@@ -277,14 +255,14 @@ def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out:
         with (tmp / "records.jsonl").open("w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n")
-        digest = _sha256(tmp / "records.jsonl")
+        digest = file_sha256(tmp / "records.jsonl")
         table = pa.Table.from_pylist([{**r, "mapping": json.dumps(r["mapping"], ensure_ascii=False, sort_keys=True)} for r in records])
         datasets.Dataset(table, fingerprint=digest[:16]).save_to_disk(str(tmp / "dataset"))
         manifest = {
             "kind": KIND,
             "format_version": FORMAT_VERSION,
             "config": asdict(config),
-            "versions": _versions(),
+            "versions": package_versions(),
             "counts": {t: r["count"] for t, r in report.items()},
             "total": len(records),
             "tasks": report,
@@ -327,7 +305,7 @@ def load_mixture(path: str | Path):
             f"reads {KIND!r} version {FORMAT_VERSION}: rebuild the mixture with this version"
         )
     records = path / "records.jsonl"
-    if not records.is_file() or _sha256(records) != manifest["sha256"]["records.jsonl"]:
+    if not records.is_file() or file_sha256(records) != manifest["sha256"]["records.jsonl"]:
         raise MixtureError(f"{records} is missing or does not match the manifest's hash; rebuild the mixture")
     return datasets.load_from_disk(str(path / "dataset")), manifest
 

@@ -7,13 +7,14 @@ dtype, versions) for cache keys and results files.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from .provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -276,23 +277,6 @@ def _adapter_shape_problems(model, adapter: Path) -> list[str]:
 
 
 # ---- identity ---------------------------------------------------------------------------------
-
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, cached in memory by (path, size, mtime)."""
-    p = Path(path).resolve()
-    st = p.stat()
-    key = (str(p), st.st_size, st.st_mtime_ns)
-    if key not in _HASHES:
-        h = hashlib.sha256()
-        with p.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
-    return _HASHES[key]
-
 
 def _dir_identity(d: Path, patterns: tuple[str, ...]) -> dict[str, str]:
     files = sorted(f for f in d.iterdir() if f.is_file() and (f.name.endswith(patterns) or f.name.endswith(".json")))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import hashlib
 import json
 import os
 import urllib.error
@@ -12,6 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..provenance import file_sha256
 from .spec import TaskError, TaskSpec
 
 SPLITS = ("train", "validation", "test")
@@ -80,7 +80,7 @@ def _load_rows(spec: TaskSpec, split: str, data_dir: str | None) -> Rows:
         if path is None:
             raise TaskError(f"task {spec.name!r}: no {split} split in {d} (looked for {split}{{{','.join(EXTENSIONS)}}})")
         raw = _read_file(path)
-        sha = hashlib.sha256(path.read_bytes()).hexdigest()
+        sha = file_sha256(path)
         return _validate(spec, split, raw, str(path), sha)
     if spec.hub is None:
         where = f"{data_dir}/tasks/{spec.local}" if spec.local and data_dir else "no --data-dir given"

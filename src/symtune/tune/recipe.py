@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from ..models import cpu_has_native_bf16
+from ..provenance import package_versions
 from .config import TuneConfig, TuneError, resolve_config, save_config
 from .data import PackedCollator, check_special_tokens, pack, packing_is_exact, tokenize_records
 from .outputs import model_card, plot_loss, save_weights, write_json
@@ -166,7 +167,7 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
                     "total": manifest.get("total"), "counts": manifest.get("counts")},
         "model_identity": _identity(model_identity, config.model),
         "outputs": written,
-        "versions": _versions(),
+        "versions": package_versions(),
         "peak_memory_mb": _peak_memory_mb(torch),
     }
     plot_loss(history, out / "loss_curve.png", f"{config.model} on {Path(config.mixture).name}")
@@ -357,18 +358,6 @@ def _identity(model_identity, name: str) -> dict:
         return model_identity(name)
     except Exception as e:  # the card should still be written; say why the identity is missing
         return {"name": name, "error": str(e)}
-
-
-def _versions() -> dict:
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    from symtune import __version__
-
-    return {"symtune": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "trl": trl.__version__, "peft": peft.__version__}
 
 
 def _peak_memory_mb(torch) -> float:
