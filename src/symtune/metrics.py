@@ -76,16 +76,19 @@ def pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{100 * x:.{digits}f}"
 
 
-def _cell(stats: dict, m: str) -> str:
-    v = stats.get(m)
+def interval_cell(stats: dict | None, m: str, long: bool = False) -> str:
+    """"48.7 [40.1, 57.0] ±3.5": the value, its 95% interval and, with several exemplar draws, their spread
+    (long=True, for reports: "sd 3.5 over 2 draws")."""
+    v = (stats or {}).get(m)
     if v is None:
         return "-"
     text = pct(v)
-    if f"{m}_ci95" in stats:
+    if stats.get(f"{m}_ci95"):
         lo, hi = stats[f"{m}_ci95"]
         text += f" [{pct(lo)}, {pct(hi)}]"
     if f"{m}_trial_std" in stats:
-        text += f" ±{pct(stats[f'{m}_trial_std'])}"
+        sd = pct(stats[f"{m}_trial_std"])
+        text += f" sd {sd} over {len(stats.get(f'{m}_trials') or [])} draws" if long else f" ±{sd}"
     return text
 
 
@@ -96,7 +99,7 @@ def format_summary(result: dict, settings_meta: dict) -> str:
         meta = settings_meta[setting]
         labels = {"natural": "yes", "symbol": "no", "flipped": "flipped"}[meta.labels]
         rows.append(
-            [setting, labels, "yes" if meta.instruction else "no", _cell(st, "acc"), _cell(st, "gen_acc"),
+            [setting, labels, "yes" if meta.instruction else "no", interval_cell(st, "acc"), interval_cell(st, "gen_acc"),
              pct(st["gen_in_label_set"]), pct(st["chance"]), f"{st['tasks']}/{st['n']}"]
         )  # fmt: skip
     head = ["setting", "relevant labels", "instruction", "rank acc % [95% CI]", "generation acc % [95% CI]",

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..episodes import EVAL_SETTINGS, SETTINGS
-from ..metrics import pct
+from ..metrics import interval_cell, pct
 from .figures import bar_figure, evaluation_points, loss_figure
 from .paired import algorithmic_delta, icl_delta
 from .runs import Evaluation, Run
@@ -24,15 +24,7 @@ def signed(x: float | None) -> str:
 
 def with_ci(stats: dict | None, m: str) -> str:
     """"48.7 [40.1, 57.0]" (+ the spread over exemplar draws when there were several)."""
-    if not stats or stats.get(m) is None:
-        return "-"
-    text = pct(stats[m])
-    if stats.get(f"{m}_ci95"):
-        lo, hi = stats[f"{m}_ci95"]
-        text += f" [{pct(lo)}, {pct(hi)}]"
-    if f"{m}_trial_std" in stats:
-        text += f" sd {pct(stats[f'{m}_trial_std'])} over {len(stats[f'{m}_trials'])} draws"
-    return text
+    return interval_cell(stats, m, long=True)
 
 
 def delta_cell(d: dict | None, b: float | None = None, t: float | None = None) -> str:

@@ -46,44 +46,10 @@ def _restore_for_inference(model) -> None:
 
 
 def plot_loss(log_history: list[dict], path: Path, title: str) -> bool:
-    """Loss per step (and the evaluation hook's numbers, if any) as a PNG."""
-    import matplotlib
+    """Loss per step (and the evaluation hook's numbers, if any) as a PNG: the report's own loss figure."""
+    from ..report.figures import loss_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    losses = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
-    icl = {}
-    for e in log_history:
-        for k, v in e.items():
-            if k.startswith("icl/") and k != "icl/seconds":
-                icl.setdefault(k[4:], []).append((e["step"], v))
-    if not losses:
-        return False
-    n = 2 if icl else 1
-    fig, axes = plt.subplots(n, 1, figsize=(7, 3.2 * n), squeeze=False)
-    ax = axes[0][0]
-    steps, values = zip(*losses)
-    ax.plot(steps, values, lw=1, alpha=0.5, label="loss")
-    if len(values) >= 10:
-        w = max(len(values) // 10, 2)
-        smooth = [sum(values[max(0, i - w + 1): i + 1]) / len(values[max(0, i - w + 1): i + 1]) for i in range(len(values))]
-        ax.plot(steps, smooth, lw=2, label=f"mean of last {w}")
-    ax.set_xlabel("step")
-    ax.set_ylabel("target-token loss (nats)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    if icl:
-        ax2 = axes[1][0]
-        for k, pts in sorted(icl.items()):
-            ax2.plot(*zip(*pts), marker="o", ms=3, label=k)
-        ax2.set_xlabel("step")
-        ax2.set_ylabel("evaluation hook")
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return loss_figure(path, log_history, title) is not None
 
 
 def model_card(config: dict, summary: dict, identity: dict, mixture_manifest: dict, mixture_hash: str) -> str:
