@@ -301,7 +301,7 @@ def test_two_process_ddp_matches_single_process_per_step(tiny_dir, mixture_dir, 
 def test_gpu_launch_on_cpu_machine_is_refused(tiny_dir, mixture_dir, tmp_path, monkeypatch, env, says):
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    with pytest.raises(TuneError, match=f"{says}.*needs GPUs.*cpu_ddp.yaml"):
+    with pytest.raises(TuneError, match=f"{says}.*needs GPUs.*symtune configs cpu_ddp"):
         tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "x"), **{**FAST, "max_steps": 1})
     assert not (tmp_path / "x").exists()
 
@@ -437,10 +437,13 @@ def test_cli_flags_come_from_the_config(monkeypatch):
 
 
 def test_shipped_accelerate_configs_parse():
-    names = {p.name for p in (REPO / "configs" / "accelerate").glob("*.yaml")}
-    assert {"ddp.yaml", "fsdp2.yaml", "deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "cpu_ddp.yaml"} <= names
-    kinds = {n: yaml.safe_load((REPO / "configs" / "accelerate" / n).read_text())["distributed_type"] for n in names}
-    assert kinds["fsdp2.yaml"] == "FSDP" and kinds["deepspeed_zero3.yaml"] == "DEEPSPEED"
+    from symtune.configs import shipped
+
+    found = shipped("accelerate")  # package data: what a plain `pip install` has
+    assert {"accelerate/ddp", "accelerate/fsdp2", "accelerate/deepspeed_zero2", "accelerate/deepspeed_zero3",
+            "accelerate/cpu_ddp"} <= set(found)
+    kinds = {n: yaml.safe_load(p.read_text())["distributed_type"] for n, p in found.items()}
+    assert kinds["accelerate/fsdp2"] == "FSDP" and kinds["accelerate/deepspeed_zero3"] == "DEEPSPEED"
     assert yaml.safe_load(config_path("fsdp2").read_text())["fsdp_config"]["fsdp_version"] == 2
 
 
