@@ -24,7 +24,6 @@ from symtune.tune import TuneConfig, TuneError, load_preset, resolve_config, tun
 from symtune.tune.data import IGNORE, check_special_tokens, tokenize_records
 from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
 # fp32 and no time limit: the equality tests compare runs whose batches differ in shape (bf16 would round differently)
 FAST = dict(preset="cpu-small", batch_size=2, micro_batch_size=1, pack_length=512, max_input_tokens=500,
             learning_rate=1e-3, warmup_steps=0, lr_scheduler="constant", save_steps=0, precision="fp32",
