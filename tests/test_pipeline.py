@@ -179,13 +179,12 @@ def test_run_config_sections_are_checked_with_a_did_you_mean(tmp_path):
 
 
 def test_launch_names_a_shipped_config():
-    from symtune.configs import config_path
-    from symtune.pipeline import launch_args
+    from symtune.configs import ConfigError, config_path, launch_args
 
     path = str(config_path("fsdp2"))
     assert launch_args("fsdp2") == ["--config_file", path]
     assert launch_args(["--config_file", "fsdp2", "--num_processes", 8]) == ["--config_file", path, "--num_processes", "8"]
-    with pytest.raises(PipelineError, match="'fsdp3' is not a file.*fsdp2"):
+    with pytest.raises(ConfigError, match="'fsdp3' is not a file.*fsdp2"):
         launch_args(["--config_file", "fsdp3"])
     paper = load_run_config(config_path("runs/paper"))  # a shipped run config that launches by name
     assert launch_args(paper.tune["launch"])[1] == path

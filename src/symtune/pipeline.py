@@ -10,7 +10,6 @@ last checkpoint, evaluation from its per-query cache.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -25,6 +24,7 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
+from .configs import config_file, launch_args, read_yaml_mapping, unknown_names
 from .eta import TRAIN_UNITS_PER_TOKEN, RunEta
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
@@ -52,24 +52,9 @@ class RunConfig:
     stages_dir: str | None = None
 
 
-def shipped_or_path(path: str | Path) -> Path:
-    """A config file's path, or a shipped run config's name (default, paper, study)."""
-    from .configs import ConfigError, config_path
-
-    if Path(path).is_file():
-        return Path(path)
-    try:
-        return config_path(str(path), "runs")
-    except ConfigError:
-        return Path(path)  # reading it then says that it does not exist
-
-
 def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
-    path = shipped_or_path(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise PipelineError(f"{path}: cannot read run config: {e}") from None
+    path = config_file(path) if path else DEFAULT_CONFIG
+    raw = read_yaml_mapping(path, "run config", PipelineError)
     known = set(RunConfig.__dataclass_fields__)
     bad = sorted(set(raw) - known)
     if bad:
@@ -81,10 +66,9 @@ def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
 
 
 def _unknown(section: str, given: dict, known, where: str) -> None:
-    bad = sorted(set(given) - set(known))
+    bad = unknown_names(given, known)
     if bad:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, list(known), 1)) else k for k in bad]
-        raise PipelineError(f"{where}: unknown option(s) in {section}: {', '.join(hints)}")
+        raise PipelineError(f"{where}: unknown option(s) in {section}: {', '.join(bad)}")
 
 
 def check_sections(config: RunConfig, where: str = "run config") -> None:
@@ -100,9 +84,9 @@ def check_sections(config: RunConfig, where: str = "run config") -> None:
     _unknown("mixture", config.mixture, set(MixtureConfig.__dataclass_fields__) - {"data_dir", "seed"}, where)
     _unknown("tune", config.tune, set(FIELD_NAMES) - {"model", "mixture", "out", "seed"} | {"preset", "launch"}, where)
     _unknown("eval", config.eval, set(EvalConfig.__dataclass_fields__) - {"model", "out", "data_dir", "seed"}, where)
-    if "launch" in config.tune:
-        launch_args(config.tune["launch"])
     try:
+        if "launch" in config.tune:
+            launch_args(config.tune["launch"])
         MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
         opts = {k: v for k, v in config.tune.items() if k != "launch"}
         resolve_config(opts.pop("preset", "cpu-small"), **opts)
@@ -276,33 +260,12 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     return run.state
 
 
-def launch_args(launch) -> list[str]:
-    """tune.launch as `accelerate launch` arguments: a list of them, or the name of a shipped accelerate config
-    ("fsdp2"); a `--config_file` value that is not a file but a shipped config's name becomes its path."""
-    from .configs import config_path
-
-    if isinstance(launch, str):
-        launch = ["--config_file", launch]
-    if not isinstance(launch, list) or not launch:
-        raise PipelineError(f"tune.launch must be a shipped accelerate config's name (fsdp2, ddp, ...) or a list of "
-                            f"`accelerate launch` arguments, got {launch!r}")
-    out = [str(x) for x in launch]
-    for i, arg in enumerate(out[:-1]):
-        if arg == "--config_file" and not Path(out[i + 1]).is_file():
-            try:
-                out[i + 1] = str(config_path(out[i + 1], "accelerate"))
-            except ValueError as e:
-                raise PipelineError(f"tune.launch: --config_file {out[i + 1]!r} is not a file, and {e}") from None
-    return out
-
-
 def _launch_tune(launch: list, model: str, mixture: str, out: str, *, say, **kwargs) -> None:
     """The tuning stage as `accelerate launch <launch...> -m symtune.tune ...` (several GPUs or processes);
     `launch` is the list of accelerate's own arguments, e.g. [--config_file, fsdp2.yaml, --num_processes, 8]."""
     from .tune.cli import tune_argv
 
-    launch = launch_args(launch)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *map(str, launch), "-m", "symtune.tune",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", "symtune.tune",
            *tune_argv(model, mixture, out, **kwargs)]  # fmt: skip
     say("  " + shlex.join(cmd))
     rc = subprocess.run(cmd).returncode

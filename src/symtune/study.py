@@ -35,7 +35,8 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
-from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline, shipped_or_path
+from .configs import config_file, read_yaml_mapping
+from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline
 
 PHASES = ("validation", "test")
 SECTIONS = ("mixture", "tune")
@@ -128,13 +129,8 @@ def expand_grid(grid: dict, where: str) -> list[Recipe]:
 
 
 def load_study_config(path: str | Path, **overrides) -> StudyConfig:
-    path = shipped_or_path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise StudyError(f"{path}: cannot read study config: {e}") from None
-    if not isinstance(raw, dict):
-        raise StudyError(f"{path}: a study config is a mapping (out, model, mixture, tune, validation, test, recipes, ...)")
+    path = config_file(path)
+    raw = read_yaml_mapping(path, "study config", StudyError)
     known = set(StudyConfig.__dataclass_fields__) | {"grid"}
     bad = sorted(set(raw) - known)
     if bad:

@@ -166,7 +166,7 @@ def build_study_report(config) -> Path:
             continue
         for m in METRIC_TITLES:
             blocks += _recipe_table(config, runs, m, selection)
-        algo = [[n, *_algo_cells(r)] for n, r in runs.items() if _algo_cells(r)]
+        algo = [[n, *cells] for n, r in runs.items() if (cells := _algo_cells(r))]  # each bootstrap once
         if algo:
             blocks += [("h", 3, "Algorithmic tasks: Δ exact match, paired"), ("ul", [" · ".join(a) for a in algo])]
         fig = _figure(fig_dir / f"{phase}.png", runs, names, phase)

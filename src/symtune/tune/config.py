@@ -7,13 +7,14 @@ Resolution order: the dataclass defaults, then the preset, then explicit overrid
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..configs import read_yaml_mapping, unknown_names
 
 PRESETS = ("cpu-small", "paper")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -151,22 +152,15 @@ def preset_path(preset: str) -> Path:
 
 def load_preset(preset: str) -> dict[str, Any]:
     path = preset_path(preset)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise TuneError(f"cannot read preset {str(path)!r}: {e}") from None
-    if not isinstance(values, dict):
-        raise TuneError(f"preset {str(path)!r} must be a mapping of TuneConfig fields")
+    values = read_yaml_mapping(path, "tuning preset", TuneError)
     _check_names(values, f"preset {str(path)!r}")
     return values
 
 
 def _check_names(values: dict, where: str) -> None:
-    unknown = [k for k in values if k not in FIELD_NAMES]
+    unknown = unknown_names(values, FIELD_NAMES)
     if unknown:
-        hints = [f"{k} (did you mean {m[0]}?)" if (m := difflib.get_close_matches(k, FIELD_NAMES, 1)) else k
-                 for k in unknown]
-        raise TuneError(f"unknown tuning option(s) in {where}: {', '.join(hints)}")
+        raise TuneError(f"unknown tuning option(s) in {where}: {', '.join(unknown)}")
 
 
 def resolve_config(preset: str | None = "cpu-small", **overrides) -> TuneConfig:
