@@ -262,7 +262,11 @@ def generate_list_task(family: str, seed: int, index: int, n_examples: int = 32,
         if tuple(xs) in seen:
             continue
         seen.add(tuple(xs))
-        examples.append({"input": show(xs), "target": show(rule(xs))})
+        try:
+            target = rule(xs)
+        except (IndexError, ValueError):  # a composed rule's first step left too little for the next (max of [])
+            continue
+        examples.append({"input": show(xs), "target": show(target)})
     name = f"{family}-{index}" if depth == 1 else f"{family}-d{depth}-{index}"
     return Subtask(
         "gen_list",
