@@ -31,7 +31,7 @@ import torch
 
 from symtune.episodes import EVAL_SETTINGS, draw_episode, prepare_task, query_order, render
 from symtune.models import load_model, model_identity, resolve_model
-from symtune.scoring import HFBackend, score_and_generate
+from symtune.scoring import HFBackend
 from symtune.symbols import SymbolPool
 from symtune.tasks import load_catalogue, select_tasks
 
@@ -181,7 +181,7 @@ def main(argv=None):
         r = runners[name]
         if isinstance(r, HFBackend):
             if args.generate:
-                scores, gens = score_and_generate(r, chunk, args.generate, ["\n"])
+                scores, gens = r.score_and_generate(chunk, args.generate, ["\n"])
                 return [[s.logprob for s in row] for row in scores], gens
             return [[s.logprob for s in row] for row in r.loglikelihoods(chunk)], None
         gens = r.generate([p for p, _ in chunk], args.generate) if args.generate else None

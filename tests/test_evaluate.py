@@ -73,10 +73,8 @@ def test_cache_key_includes_model_identity(backend, data_dir, tmp_path, tiny_mod
 
 
 def test_one_pass_scoring_equals_separate_calls(backend):
-    from symtune.scoring import score_and_generate
-
     reqs = [("Input: a b c\nOutput:", [" yes", " no way"]), ("Input: the quick brown fox jumps\nOutput:", [" ABC", " 12345"])]
-    scores, gens = score_and_generate(backend, reqs, 5, ["\n"])
+    scores, gens = backend.score_and_generate(reqs, 5, ["\n"])
     assert gens == backend.generate([p for p, _ in reqs], 5, ["\n"])
     for a, b in zip(scores, backend.loglikelihoods(reqs)):
         assert [x.logprob for x in a] == pytest.approx([x.logprob for x in b], abs=1e-5)
@@ -118,7 +116,7 @@ def test_cli_killed_midway_resumes_without_redoing(data_dir, tmp_path):
     """kill -9 during a real run, rerun: finished queries come from the cache, the result is complete."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "symtune.cli", "eval", "--model", "smollm2-135m", "--suite", "icl", "--data-dir",
-           str(data_dir), "--tasks", "raft_overruling", "--limit", "12", "--settings", "natural", "symbol",
+           str(data_dir), "--tasks", "raft_overruling", "--limit", "40", "--settings", "natural", "symbol",
            "--no-generate", "--out", str(out), "-q"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     cache = out / "cache.jsonl"
@@ -128,9 +126,9 @@ def test_cli_killed_midway_resumes_without_redoing(data_dir, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = cache.read_text().count("\n")
-    assert 1 <= done < 24 and not (out / "results.json").exists()
+    assert 1 <= done < 80 and not (out / "results.json").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "results.json").read_text())
     assert res["complete"] and res["timing"]["resumed_from_cache"] == done
-    assert res["icl"]["summary"]["natural"]["n"] == 12
+    assert res["icl"]["summary"]["natural"]["n"] == 40

@@ -54,7 +54,9 @@ def test_fast_equals_naive_tiny(tiny_model, batch_size):
     assert _same_shape(a, b)
     assert [[s.is_greedy for s in r] for r in a] == [[s.is_greedy for s in r] for r in b]
     assert fast.stats["prefix_fallbacks"] == 0
-    assert fast.stats["lm_head_rows"] == sum(s.n_tokens for r in a for s in r)  # the head only where needed
+    # the head only where needed: each prompt's last token once, then every candidate token but the last
+    assert fast.stats["lm_head_rows"] == sum(1 + sum(s.n_tokens - 1 for s in r) for r in a)
+    assert fast.stats["padded_tokens"] == 0
 
 
 def test_scores_are_the_models_own_logprobs(tiny_model):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -101,14 +102,16 @@ def _eval(args) -> int:
         k=args.k,
         seed=args.seed,
         trials=args.trials,
+        exemplars=args.exemplars,
         fmt=args.format,
         max_tokens=args.max_tokens,
         generate=not args.no_generate,
         max_new_tokens=args.max_new_tokens,
     )
     results = evaluate(config, progress=not args.quiet)
-    print(format_results(results))
-    print(f"results: {config.out}/results.json, samples: {config.out}/samples.jsonl")
+    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, the main process reports
+        print(format_results(results))
+        print(f"results: {config.out}/results.json, samples: {config.out}/samples.jsonl")
     return 0
 
 
@@ -118,7 +121,8 @@ def _export(args) -> int:
     from .models import load_tokenizer
 
     config = EvalConfig(suite="icl", tasks=args.tasks, settings=args.settings, data_dir=args.data_dir,
-                        max_queries=args.max_queries, limit=args.limit, k=args.k, seed=args.seed, fmt=args.format)
+                        max_queries=args.max_queries, limit=args.limit, k=args.k, seed=args.seed, fmt=args.format,
+                        exemplars=args.exemplars)
     items, _ = plan_icl(config, TokenCounter(load_tokenizer(args.tokenizer), args.max_tokens))
     names = export_lm_eval(items, args.out)
     print(f"{len(names)} lm-eval tasks (group 'symtune') -> {args.out}")
@@ -226,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--k", type=int, default=4, help="exemplars per class")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--trials", type=int, default=1, help="independent exemplar draws (error bars)")
+    sp.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"],
+                    help="per-query: each query its own exemplar draw (the paper); shared: one draw per task and "
+                         "trial for every query (HELM's; its prefix is scored once: many times cheaper)")
     sp.add_argument("--format", default="input_output", help="input-label format")
     sp.add_argument("--max-tokens", type=int, help="prompt budget (default: the model's context, at most 2048)")
     sp.add_argument("--no-generate", action="store_true", help="rank classification only")
@@ -244,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int)
     sp.add_argument("--k", type=int, default=4)
     sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"])
     sp.add_argument("--format", default="input_output")
     sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer for the prompt budget")
     sp.add_argument("--max-tokens", type=int, default=2048)

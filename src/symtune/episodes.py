@@ -235,6 +235,47 @@ def draw_episode(
     return Episode(name, query, tuple(chosen), mapping, fmt, instruction, setting)
 
 
+def draw_shared_episodes(
+    task: TaskData,
+    queries: Sequence[int],
+    *,
+    seed: int,
+    setting: str = "natural",
+    k: int = 4,
+    pool: SymbolPool | None = None,
+    fmt: str | Sequence[str] = DEFAULT_EVAL_FORMAT,
+    trial: int = 0,
+    exclude: Sequence[int] = (),
+) -> list[Episode]:
+    """The shared-exemplar protocol (HELM's): one exemplar set, mapping and format per (seed, trial, task),
+    the same for every query (settings differ only in their labels and instruction, as per-query draws do).
+
+    `exclude`: query rows whose inputs may never be exemplars — pass every query the evaluation may ask
+    (the task's `max_queries` prefix, not a `--limit`), so that the draw is the same whatever the limit.
+    """
+    name = task.spec.name
+    rng = random.Random(f"{seed}:{trial}:{name}:shared")
+    banned = {task.query_inputs[q] for q in exclude} | {task.query_inputs[q] for q in queries}
+    rows = set(exclude) | set(queries) if task.same_split else set()
+    chosen = []
+    for label in task.spec.labels:
+        allowed = [i for i in task.by_class[label] if task.exemplar_inputs[i] not in banned and i not in rows]
+        picked = _pick(rng, allowed, k)
+        if not picked:
+            raise EpisodeError(f"task {name!r}: no exemplar of class {label!r} outside the evaluated queries; "
+                               "use per-query exemplars or fewer queries")
+        chosen += picked
+    _shuffle(rng, chosen)
+    if not isinstance(fmt, str) or fmt == "random":
+        names = sorted(FORMATS if fmt == "random" else fmt)
+        fmt = names[int(rng.random() * len(names))]
+    get_format(fmt)
+    st = get_setting(setting)
+    mapping = label_mapping(task.spec, st, rng, pool)
+    instruction = task.spec.instruction if st.instruction else None
+    return [Episode(name, q, tuple(chosen), mapping, fmt, instruction, setting) for q in queries]
+
+
 def render(task: TaskData, ep: Episode) -> tuple[str, str]:
     """(prompt, completion): the completion is " " + the query's label surface."""
     exemplars = [(task.exemplar_inputs[i], ep.mapping[task.exemplars[i]["label"]]) for i in ep.exemplars]

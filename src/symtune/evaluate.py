@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -21,6 +23,7 @@ from .episodes import (
     SETTINGS,
     BudgetError,
     draw_episode,
+    draw_shared_episodes,
     exact_measure,
     fit_budget,
     get_setting,
@@ -36,7 +39,37 @@ from .symbols import SymbolPool
 from .tasks import load_catalogue, select_tasks
 
 SUITES = ("paper", "icl", "algorithmic")
-CHUNK = 16  # queries per scoring call: the cache is written after each
+EXEMPLAR_PROTOCOLS = ("per-query", "shared")
+# Queries per scoring call, cut from the plan in order: the cache is written after each, and with several
+# processes each takes every n-th chunk. A chunk is scored the same way whichever process scores it, so the
+# numbers do not depend on the number of processes.
+CHUNK = 32
+
+
+@dataclass
+class Processes:
+    """This process's place among those `accelerate launch` started; one process alone by default."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    barrier: Callable[[], None] = lambda: None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def processes() -> Processes:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Processes()
+    from accelerate import PartialState
+
+    from .tune.recipe import check_launch_environment, has_accelerator
+
+    check_launch_environment()
+    state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
+    return Processes(state.process_index, state.num_processes, state.local_process_index, state.wait_for_everyone)
 
 
 class EvalError(ValueError):
@@ -73,6 +106,7 @@ class EvalConfig:
     k: int = 4
     seed: int = 0
     trials: int = 1
+    exemplars: str = "per-query"
     fmt: str = DEFAULT_EVAL_FORMAT
     max_tokens: int | None = None
     generate: bool = True
@@ -83,6 +117,8 @@ class EvalConfig:
         from .models import resolve_dtype
 
         self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
+        if self.exemplars not in EXEMPLAR_PROTOCOLS:
+            raise EvalError(f"unknown exemplar protocol {self.exemplars!r}; choose from {', '.join(EXEMPLAR_PROTOCOLS)}")
         if self.suite not in SUITES:
             raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
         for s in self.settings:
@@ -136,8 +172,15 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
             for setting in config.settings:
                 if SETTINGS[setting].labels == "flipped" and not spec.binary:
                     continue
-                for q in query_order(task, config.seed, n_queries):
-                    ep = draw_episode(task, q, seed=config.seed, setting=setting, k=config.k, pool=pool, fmt=config.fmt, trial=trial)
+                queries = query_order(task, config.seed, n_queries)
+                if config.exemplars == "shared":
+                    episodes = draw_shared_episodes(task, queries, seed=config.seed, setting=setting, k=config.k, pool=pool,
+                                                    fmt=config.fmt, trial=trial,
+                                                    exclude=query_order(task, config.seed, config.max_queries))
+                else:
+                    episodes = [draw_episode(task, q, seed=config.seed, setting=setting, k=config.k, pool=pool,
+                                             fmt=config.fmt, trial=trial) for q in queries]
+                for q, ep in zip(queries, episodes):
                     try:
                         fitted = fit_budget(task, ep, measure, budget)
                     except BudgetError:
@@ -164,29 +207,32 @@ def _key(backend, kind: str, item: dict, max_new_tokens: int) -> str:
     return cache_key(**parts)
 
 
-def _run_cached(items, backend, cache: ResultCache, kinds: tuple[str, ...], max_new_tokens: int, bar) -> dict:
-    """{kind: {item id: value}} for every item, from the cache or computed in chunks (then cached).
+def _run_cached(items, backend, cache: ResultCache, kinds: tuple[str, ...], max_new_tokens: int, bar,
+                procs: Processes) -> dict:
+    """{kind: {item id: value}} for every item, from the cache or computed chunk by chunk (then cached); with
+    several processes each computes its share of the chunks and all read the others' results at the end.
     With both kinds, one pass over each prompt serves the ranking and the generation."""
-    from .scoring import score_and_generate
-
     keys = {kind: [_key(backend, kind, it, max_new_tokens) for it in items] for kind in kinds}
-    todo = [i for i in range(len(items)) if any(keys[k][i] not in cache for k in kinds)]
-    bar.update(len(items) - len(todo))
-    for s in range(0, len(todo), CHUNK):
-        chunk = todo[s : s + CHUNK]
-        prompts = [items[i]["prompt"] for i in chunk]
-        if kinds == ("gen",):
-            got = {"gen": backend.generate(prompts, max_new_tokens, ["\n"])}
-        else:
-            requests = [(p, [" " + x for x in items[i]["labels"]]) for p, i in zip(prompts, chunk)]
-            if "gen" in kinds:
-                scores, gens = score_and_generate(backend, requests, max_new_tokens, ["\n"])
-                got = {"rank": scores, "gen": gens}
+    chunks = [range(s, min(s + CHUNK, len(items))) for s in range(0, len(items), CHUNK)]
+    for chunk in chunks[procs.rank::procs.world]:
+        todo = [i for i in chunk if any(keys[k][i] not in cache for k in kinds)]
+        if todo:
+            prompts = [items[i]["prompt"] for i in todo]
+            if kinds == ("gen",):
+                got = {"gen": backend.generate(prompts, max_new_tokens, ["\n"])}
             else:
-                got = {"rank": backend.loglikelihoods(requests)}
-            got["rank"] = [[asdict(c) for c in sc] for sc in got["rank"]]
-        cache.put_many({keys[k][i]: v for k in kinds for i, v in zip(chunk, got[k])})
-        bar.update(len(chunk))
+                requests = [(p, [" " + x for x in items[i]["labels"]]) for p, i in zip(prompts, todo)]
+                if "gen" in kinds:
+                    scores, gens = backend.score_and_generate(requests, max_new_tokens, ["\n"])
+                    got = {"rank": scores, "gen": gens}
+                else:
+                    got = {"rank": backend.loglikelihoods(requests)}
+                got["rank"] = [[asdict(c) for c in sc] for sc in got["rank"]]
+            cache.put_many({keys[k][i]: v for k in kinds for i, v in zip(todo, got[k])})
+        bar.update(len(chunk) * procs.world)
+    if procs.world > 1:
+        procs.barrier()
+        cache.refresh()
     return {k: {it["id"]: cache.get(key) for it, key in zip(items, keys[k])} for k in kinds}
 
 
@@ -245,7 +291,7 @@ class _Progress:
         self.bar, self.on_progress, self.offset, self.total = bar, on_progress, offset, total
 
     def update(self, n: int) -> None:
-        self.bar.update(n)
+        self.bar.update(min(n, self.bar.total - self.bar.n) if self.bar.total else n)
         if self.on_progress:
             text = self.on_progress(self.offset + self.bar.n, self.total)
             if text:
@@ -258,9 +304,12 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     after the progress bar."""
     t0 = time.time()
     out = Path(config.out)
-    backend = backend or make_backend(config)
+    procs = processes()
+    if backend is None:
+        backend = make_backend(_for_process(config, procs))
     items, report, algo = plan_evaluation(config, backend)  # bad tasks or settings fail here, before --out is made
-    cache = ResultCache(out / "cache.jsonl")
+    progress = progress and procs.main
+    cache = ResultCache(out / "cache.jsonl", shard=f"rank{procs.rank}" if procs.world > 1 else None)
     resumed = len(cache)
     results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": package_versions(),
                "seeds": {"seed": config.seed, "trials": list(range(config.trials))}}  # fmt: skip
@@ -269,7 +318,7 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     if config.suite in ("paper", "icl"):
         kinds = ("rank", "gen") if config.generate else ("rank",)
         with tqdm(total=len(items), desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total))
+            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total), procs)
         icl_samples = score_items(items, got["rank"], got.get("gen"))
         chance = {t: 1 / info["labels"] for t, info in report.items()}
         results["icl"] = summarize(icl_samples, chance, seed=config.seed)
@@ -277,18 +326,34 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
         samples += icl_samples
     if algo is not None:
         with tqdm(total=len(algo.requests), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            algo_samples, tables = _algorithmic(algo, backend, cache, _Progress(bar, on_progress, len(items), total))
+            algo_samples, tables = _algorithmic(algo, backend, cache, _Progress(bar, on_progress, len(items), total), procs)
         results["algorithmic"] = tables
         samples += algo_samples
-    results["timing"] = {"seconds": round(time.time() - t0, 1), "queries": len(samples), "resumed_from_cache": resumed}
+    results["timing"] = {"seconds": round(time.time() - t0, 1), "queries": len(samples), "resumed_from_cache": resumed,
+                         "processes": procs.world}
     results["complete"] = True
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
-    write_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    if procs.main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
+        write_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    procs.barrier()
     return results
 
 
-def _algorithmic(algo, backend, cache: ResultCache, bar):
+def _for_process(config: EvalConfig, procs: Processes) -> EvalConfig:
+    """One of several processes: its own GPU (cuda -> cuda:<local rank>), or its share of the CPU cores."""
+    if procs.world == 1:
+        return config
+    if config.device == "cuda":
+        return replace(config, device=f"cuda:{procs.local_rank}")
+    if config.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", procs.world))))
+    return config
+
+
+def _algorithmic(algo, backend, cache: ResultCache, bar, procs: Processes):
     from .algorithmic import score_algorithmic
     from .algorithmic.suite import token_budgets
 
@@ -299,7 +364,7 @@ def _algorithmic(algo, backend, cache: ResultCache, bar):
     gens: list[str | None] = [None] * len(reqs)
     for n_new, idx in sorted(groups.items()):
         items = [{"id": reqs[i].id, "prompt": reqs[i].prompt} for i in idx]
-        got = _run_cached(items, backend, cache, ("gen",), n_new, bar)["gen"]
+        got = _run_cached(items, backend, cache, ("gen",), n_new, bar, procs)["gen"]
         for i in idx:
             gens[i] = got[reqs[i].id]
     samples, tables = score_algorithmic(reqs, gens, algo.skipped)

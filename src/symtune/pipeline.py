@@ -112,6 +112,11 @@ def data_fingerprint(data_dir: str | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
+# Options added after stages were first keyed enter the key only when set away from their default, so
+# that stages made before they existed stay valid.
+KEY_NEUTRAL_DEFAULTS = {"exemplars": "per-query"}
+
+
 def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
@@ -176,7 +181,8 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     launch = tune_opts.pop("launch", None)  # how many processes does not change the result: not in the key
     keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
     eval_base_cfg = _eval_config(config, config.model, Path("."))
-    eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")}
+    eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")
+                 and not (k in KEY_NEUTRAL_DEFAULTS and v == KEY_NEUTRAL_DEFAULTS[k])}
     eval_opts["data_dir"] = data
     keys["eval_base"] = _key("eval", base_id, eval_opts)
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)

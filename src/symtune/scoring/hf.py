@@ -1,0 +1,419 @@
+"""`HFBackend`: exact candidate scoring and greedy answers for a `transformers` causal LM.
+
+The packed path (default): each prompt and its candidates form one tree (see `packing`), trees are laid
+side by side in rows without padding under a tree-shaped attention mask, and prompts that begin with the
+same tokens (a shared exemplar set, one instruction) have that prefix forwarded once, its key/value cache
+reused by every row that continues it. One forward gives every candidate's log-probabilities, and the
+greedy answer too: a candidate that is the greedy path, followed by a stop, *is* the answer; otherwise the
+answer is decoded from the prompt's slice of the same key/value cache. The LM head runs only on the rows
+that are scored. `naive=True` runs the model's own forward per (prompt + candidate) instead: the
+reference the packed path is tested against (and the fallback for models it cannot serve exactly).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+
+from .packing import Tree, plan
+from .rules import CandidateScore, PromptTooLongError, Request, cut_at_stop
+
+log = logging.getLogger(__name__)
+
+MASKED_LAYER_TYPES = ("full_attention", "sliding_attention")
+
+
+@dataclass
+class _Plan:
+    """How one request is scored: cached candidates continue the prompt ids; the rest are exact joints."""
+
+    prompt_ids: list[int]
+    cached: list[tuple[int, list[int]]]  # (candidate index, candidate ids after the prompt)
+    joint: list[tuple[int, list[int], int]]  # (candidate index, joint ids, first candidate position)
+
+
+@dataclass
+class _Job:
+    """One tree of the packed plan and what its results are for."""
+
+    request: int
+    candidates: list[int]  # the candidate index of each branch
+    targets: list[list[int]]  # each branch's scored tokens
+    greedy: bool  # this tree's context is the request's prompt and its greedy answer is wanted
+
+
+class HFBackend:
+    """Exact candidate scoring and greedy generation for a `transformers` causal LM."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 8, identity: dict | None = None, *,
+                 naive: bool = False, row_tokens: int = 1024, batch_tokens: int = 4096, min_prefix: int = 32,
+                 add_bos: bool | None = None):
+        import torch
+
+        self.torch = torch
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.naive = batch_size, naive
+        self.row_tokens, self.batch_tokens, self.min_prefix = row_tokens, batch_tokens, min_prefix
+        self.identity = identity or {"backend": "hf", "model": getattr(model, "name_or_path", type(model).__name__),
+                                     "dtype": str(model.dtype).removeprefix("torch.")}
+        cfg = model.config
+        n_ctx = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+        tml = getattr(tokenizer, "model_max_length", None)
+        self.max_length = int(min(x for x in (n_ctx, tml if tml and tml < 10**7 else None, 10**9) if x))
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+        self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
+        self.stats = {"requests": 0, "candidates": 0, "prefix_fallbacks": 0, "forward_tokens": 0, "padded_tokens": 0,
+                      "shared_prefix_tokens": 0, "rows": 0, "lm_head_rows": 0, "decoded_prompts": 0}
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        self._text_cfg = text_cfg
+        self._layer_types = sorted(set(getattr(text_cfg, "layer_types", None) or ["full_attention"]))
+        # transformers 5.x calls the cache argument `cache`, 4.x `past_key_values`
+        self._cache_kw = "cache" if "cache" in inspect.signature(self._decoder().forward).parameters else "past_key_values"
+        if not naive:
+            self._check_packed_path()
+
+    # -- tokenisation
+    def _bos_prefix(self) -> list[int]:
+        """The special tokens the tokenizer puts before text (usually BOS), never the ones after."""
+        with_sp = self.tokenizer("a b").input_ids
+        plain = self.tokenizer("a b", add_special_tokens=False).input_ids
+        for i in range(len(with_sp) - len(plain) + 1):
+            if with_sp[i:i + len(plain)] == plain:
+                return list(with_sp[:i])
+        return []
+
+    def encode(self, text: str) -> list[int]:
+        return self._prefix + self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _empty_prompt_id(self) -> int:
+        eos = self.tokenizer.eos_token_id
+        return eos if eos is not None else self.pad_id
+
+    def _plan(self, prompt: str, candidates: list[str]) -> _Plan:
+        if not candidates:
+            raise ValueError(f"request has no candidates (prompt starts {prompt[:60]!r})")
+        enc = self.tokenizer([prompt] + [prompt + c for c in candidates], add_special_tokens=False).input_ids
+        p = self._prefix + enc[0]
+        start = [] if p else [self._empty_prompt_id()]
+        p = start + p  # an empty prompt is conditioned on EOS, as lm-eval does
+        plan_ = _Plan(p, [], [])
+        for k, (cand, ids) in enumerate(zip(candidates, enc[1:])):
+            if not cand:
+                raise ValueError(f"empty candidate #{k} for prompt starting {prompt[:60]!r}")
+            joint = start + self._prefix + ids
+            if len(joint) > self.max_length:
+                raise PromptTooLongError(f"prompt + candidate {cand!r} is {len(joint)} tokens, more than the "
+                                         f"model's context of {self.max_length}; drop exemplars before scoring")
+            if joint[:len(p)] == p and len(joint) > len(p):
+                plan_.cached.append((k, joint[len(p):]))
+            else:
+                # the candidate's first token swallows the end of the prompt (or re-splits it): score the
+                # exact joint tokenisation from the first token that differs
+                b = next((i for i, (x, y) in enumerate(zip(joint, p)) if x != y), min(len(p), len(joint) - 1))
+                plan_.joint.append((k, joint, max(b, 1)))
+                self.stats["prefix_fallbacks"] += 1
+        return plan_
+
+    # -- model pieces
+    def _t(self, data):
+        """An integer tensor on the model's device."""
+        return self.torch.tensor(list(data) if isinstance(data, range) else data, dtype=self.torch.long,
+                                 device=self.device)
+
+    def _decoder(self):
+        return self.model.get_decoder()
+
+    def _head(self, hidden):
+        """Logits (float32) for the given final hidden rows, with the model's logit post-processing."""
+        logits = self.model.get_output_embeddings()(hidden).float()
+        cfg = self._text_cfg
+        cap = getattr(cfg, "final_logit_softcapping", None)
+        if cap:
+            logits = self.torch.tanh(logits / cap) * cap
+        if getattr(cfg, "logit_scale", None) and cfg.model_type.startswith("cohere"):
+            logits = logits * cfg.logit_scale
+        if getattr(cfg, "logits_scaling", None):
+            logits = logits / cfg.logits_scaling
+        return logits
+
+    def _new_cache(self, kv=None):
+        from transformers.cache_utils import DynamicCache
+
+        return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+
+    def _check_packed_path(self) -> None:
+        """The packed path builds its own attention masks and reimplements the LM head: check it against the
+        model's own forward once (shared prefix, sibling candidates, a prompt past any sliding window);
+        where it differs or cannot run, score with the naive path and say so."""
+        impl = getattr(self.model.config, "_attn_implementation", None) or "sdpa"
+        unsupported = [t for t in self._layer_types if t not in MASKED_LAYER_TYPES]
+        why = (f"attention implementation {impl!r} takes no tree-shaped masks (load with attn_implementation='sdpa')"
+               if impl not in ("sdpa", "eager") else f"layer types {unsupported} are not served" if unsupported else None)
+        if why is None:
+            shared = "Input: a check of the packed scoring path, long enough to share a prefix\nOutput: yes\n\n" * 3
+            probe = [(shared + "Input: one\nOutput:", [" yes", " no way", " maybe so"]),
+                     (shared + "Input: two\nOutput:", [" no", " maybe so"]), ("Q: other\nA:", [" a b c", " d"])]
+            window = getattr(self._text_cfg, "sliding_window", None)
+            if "sliding_attention" in self._layer_types and window and window + 40 < self.max_length:
+                probe.append(("word " * (window + 20) + "\nA:", [" yes", " no way"]))
+            try:
+                with self.torch.inference_mode():
+                    mine, ref = self._packed(probe, None)[0], self._naive(probe)
+            except (AttributeError, TypeError, NotImplementedError, ValueError, RuntimeError, IndexError) as e:
+                why = f"it failed on this model ({type(e).__name__}: {e})"
+            else:
+                err = max(abs(a.logprob - b.logprob) for ra, rb in zip(mine, ref) for a, b in zip(ra, rb))
+                tol = 1e-3 if self.model.dtype == self.torch.float32 else 0.25
+                if err > tol:
+                    why = f"it differs from the model's own forward by {err:.3g} nats"
+        if why:
+            log.warning("packed scoring unavailable for %s: %s; using the naive path (one forward per candidate)",
+                        type(self.model).__name__, why)
+            self.naive = True
+        self.stats = dict.fromkeys(self.stats, 0)
+
+    # -- scoring
+    def loglikelihoods(self, requests: list[Request]) -> list[list[CandidateScore]]:
+        return self._score(requests, None)[0]
+
+    def score_and_generate(self, requests: list[Request], max_new_tokens: int, stop: list[str] | None = None):
+        """(log-likelihoods, greedy answers): on the packed path both come from one forward per prompt."""
+        return self._score(requests, (max_new_tokens, [s for s in stop or [] if s]))
+
+    def _score(self, requests: list[Request], gen: tuple[int, list[str]] | None):
+        with self.torch.inference_mode():
+            if self.naive:
+                scores = self._naive(requests)
+                gens = self.generate([p for p, _ in requests], *gen) if gen else None
+            else:
+                scores, gens = self._packed(requests, gen)
+        scores = [[CandidateScore(s.logprob, s.n_tokens, len(c), s.is_greedy) for s, c in zip(row, cands)]
+                  for row, (_, cands) in zip(scores, requests)]
+        return scores, gens
+
+    def _naive(self, requests: list[Request]) -> list[list[CandidateScore]]:
+        plans = [self._plan(prompt, list(cands)) for prompt, cands in requests]
+        self._count(requests)
+        out = [[None] * len(c) for _, c in requests]
+        for r, pl in enumerate(plans):
+            for k, cids in pl.cached:
+                out[r][k] = self._naive_one(pl.prompt_ids + cids, len(pl.prompt_ids))
+            for k, joint, b in pl.joint:
+                out[r][k] = self._naive_one(joint, b)
+        return out
+
+    def _count(self, requests: list[Request]) -> None:
+        self.stats["requests"] += len(requests)
+        self.stats["candidates"] += sum(len(c) for _, c in requests)
+
+    def _naive_one(self, ids: list[int], start: int) -> CandidateScore:
+        """Reference: the model's own forward over the whole sequence, full logits, no cache."""
+        torch = self.torch
+        self.stats["forward_tokens"] += len(ids)
+        logits = self.model(input_ids=self._t([ids])).logits[0].float()
+        logp = torch.log_softmax(logits[start - 1:len(ids) - 1], dim=-1)
+        tgt = self._t(ids[start:])
+        lp = logp.gather(1, tgt[:, None])[:, 0].sum().item()
+        return CandidateScore(lp, len(tgt), 0, bool((logits[start - 1:len(ids) - 1].argmax(-1) == tgt).all()))
+
+    def _jobs(self, requests: list[Request], want_greedy: bool) -> tuple[list[Tree], list[_Job]]:
+        """The trees to forward: one per prompt (its cached candidates as branches; with generation each branch
+        is fed whole, so the token after it is known too), one per candidate that re-tokenises the prompt."""
+        trees, jobs = [], []
+        for r, (prompt, cands) in enumerate(requests):
+            pl = self._plan(prompt, list(cands))
+            if pl.cached or want_greedy:
+                trees.append(Tree(pl.prompt_ids, [c if want_greedy else c[:-1] for _, c in pl.cached]))
+                jobs.append(_Job(r, [k for k, _ in pl.cached], [c for _, c in pl.cached], want_greedy))
+            for k, joint, b in pl.joint:
+                trees.append(Tree(joint[:b], [joint[b:-1]]))
+                jobs.append(_Job(r, [k], [joint[b:]], False))
+        return trees, jobs
+
+    def _packed(self, requests: list[Request], gen: tuple[int, list[str]] | None):
+        trees, jobs = self._jobs(requests, gen is not None)
+        self._count(requests)
+        scores: list[list[CandidateScore | None]] = [[None] * len(c) for _, c in requests]
+        gens: list[str | None] | None = [None] * len(requests) if gen else None
+        dec = self._decoder()
+        for group in plan(trees, self.row_tokens, self.min_prefix):
+            s = len(group.prefix)
+            prefix_kv = None
+            if s:
+                cache = self._new_cache()
+                dec(input_ids=self._t([group.prefix]), use_cache=True, **{self._cache_kw: cache})
+                prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
+                self.stats["forward_tokens"] += s
+                self.stats["shared_prefix_tokens"] += s * (sum(len(r.placed) for r in group.rows) - 1)
+            for batch in _batches(group.rows, self.batch_tokens):
+                n = max(len(row.ids) for row in batch)
+                cache = self._new_cache([(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
+                                         for k, v in prefix_kv] if s else None) if (s or gen) else None
+                kw = {self._cache_kw: cache} if cache is not None else {}
+                ids = [row.ids + [self.pad_id] * (n - len(row.ids)) for row in batch]
+                pos = [[s + p for p in row.positions] + [s] * (n - len(row.ids)) for row in batch]
+                hidden = dec(input_ids=self._t(ids), position_ids=self._t(pos), attention_mask=self._masks(batch, s, n),
+                             use_cache=cache is not None, **kw).last_hidden_state
+                self.stats["forward_tokens"] += n * len(batch)
+                self.stats["padded_tokens"] += sum(n - len(row.ids) for row in batch)
+                self.stats["rows"] += len(batch)
+                for b, row in enumerate(batch):
+                    self._read_row(row, hidden[b], trees, jobs, scores, gens, gen, cache, b, s)
+        return scores, gens
+
+    def _masks(self, batch, s: int, n: int):
+        """Each row's attention: every token sees the group's prefix, its own tree's context up to itself and
+        its own branch up to itself (a padding token sees itself alone); sliding-window layers also cut what
+        lies a window or more behind. A tensor, or {layer type: tensor} for models that mix them."""
+        torch = self.torch
+        vis = torch.zeros(len(batch), n, s + n, dtype=torch.bool, device=self.device)
+        qpos = torch.zeros(len(batch), n, dtype=torch.long, device=self.device)
+        for b, row in enumerate(batch):
+            m = len(row.ids)
+            pos, own, br = self._t(row.positions), self._t(row.owner), self._t(row.branch)
+            vis[b, :m, s:s + m] = ((own[:, None] == own[None, :]) & (pos[None, :] <= pos[:, None])
+                                   & ((br[None, :] == -1) | (br[None, :] == br[:, None])))
+            vis[b, :m, :s] = True
+            vis[b, range(m, n), range(s + m, s + n)] = True
+            qpos[b, :m] = s + pos
+        masks = {}
+        for kind in self._layer_types:
+            m = vis
+            if kind == "sliding_attention":
+                kpos = torch.cat([self._t(range(s))[None].expand(len(batch), -1), qpos], 1)
+                m = vis & (qpos[:, :, None] - kpos[:, None, :] < self._text_cfg.sliding_window)
+            if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
+                m = torch.zeros(m.shape, dtype=self.model.dtype, device=m.device).masked_fill(~m, torch.finfo(self.model.dtype).min)
+            masks[kind] = m[:, None]
+        return masks if len(masks) > 1 or "full_attention" not in masks else masks["full_attention"]
+
+    def _read_row(self, row, hidden, trees, jobs, scores, gens, gen, cache, b: int, s: int) -> None:
+        """Score every branch of the row from one LM-head call; settle or decode each greedy answer."""
+        torch = self.torch
+        sel: list[int] = []  # hidden rows that go through the head
+        pred: list[int] = []  # for each scored token: its row in `sel`
+        tgt: list[int] = []
+        spans = []  # per (placed tree, branch): (first scored token, count, row in sel of the token after it)
+        last_row = []
+        for p in row.placed:
+            job, tree = jobs[p.tree], trees[p.tree]
+            last_row.append(len(sel))
+            sel.append(p.start + p.suffix - 1)
+            for b_start, fed, target in zip(p.branch_starts, tree.branches, job.targets):
+                rows = [last_row[-1]] + list(range(len(sel), len(sel) + len(fed)))
+                sel += range(b_start, b_start + len(fed))
+                spans.append((len(pred), len(target), rows[len(target)] if len(rows) > len(target) else None))
+                pred += rows[:len(target)]
+                tgt += target
+        self.stats["lm_head_rows"] += len(sel)
+        logits = self._head(hidden[self._t(sel)])
+        top = logits.argmax(-1)
+        rows, want = self._t(pred), self._t(tgt)
+        lp = torch.log_softmax(logits[rows], dim=-1).gather(1, want[:, None])[:, 0].tolist()
+        hit = (top[rows] == want).tolist()
+        top = top.tolist()
+        it = iter(spans)
+        for i, p in enumerate(row.placed):
+            job = jobs[p.tree]
+            greedy_paths = []
+            for k, target in zip(job.candidates, job.targets):
+                a, n, after = next(it)
+                is_greedy = all(hit[a:a + n])
+                scores[job.request][k] = CandidateScore(sum(lp[a:a + n]), n, 0, is_greedy)
+                if is_greedy and after is not None:
+                    greedy_paths.append(target + [top[after]])
+            if job.greedy:
+                known = max(greedy_paths, key=len) if greedy_paths else [top[last_row[i]]]
+                gens[job.request] = self._greedy(known, p, cache, b, s, *gen)
+
+    def _greedy(self, known: list[int], placed, cache, b: int, s: int, max_new: int, stop: list[str]) -> str:
+        """The greedy answer, from the tokens the forward already showed to be greedy; decoding further from
+        the prompt's own slice of the row's key/value cache only when those run out before a stop."""
+        eos = self.tokenizer.eos_token_id
+        ids: list[int] = []
+        kv = None
+        for step in range(max_new):
+            if step < len(known):
+                t = known[step]
+            else:
+                if kv is None:  # the prompt's keys/values: the group prefix, then its own tokens in the row
+                    a, z = s + placed.start, s + placed.start + placed.suffix
+                    keep = self._t(list(range(s)) + list(range(a, z)))
+                    kv = self._new_cache([(layer.keys[b:b + 1].index_select(2, keep), layer.values[b:b + 1].index_select(2, keep))
+                                          for layer in cache.layers])
+                    self.stats["decoded_prompts"] += 1
+                    fed = ids  # the answer so far is not in the cache yet
+                else:
+                    fed = ids[-1:]
+                h = self._decoder()(input_ids=self._t([fed]), use_cache=True, **{self._cache_kw: kv}).last_hidden_state
+                t = int(self._head(h[0, -1:])[0].argmax())
+            if t == eos:
+                break
+            ids.append(t)
+            if step == max_new - 1 or any(x in self.tokenizer.decode(ids, skip_special_tokens=True) for x in stop):
+                break
+        return cut_at_stop(self.tokenizer.decode(ids, skip_special_tokens=True), stop)
+
+    # -- generation alone
+    def generate(self, prompts: list[str], max_new_tokens: int = 16, stop: list[str] | None = None) -> list[str]:
+        """Greedy continuations, cut at the first stop string (length-sorted, left-padded batches)."""
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _StopOnText(StoppingCriteria):
+            # HF's stop_strings also match across the prompt's end; this looks at the generated text only
+            def __init__(self, tok, start: int, stop: list[str]):
+                self.tok, self.start, self.stop = tok, start, stop
+
+            def __call__(self, input_ids, scores, **kwargs):
+                texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+                return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+
+        torch = self.torch
+        stop = [s for s in stop or [] if s]
+        enc = [self.encode(p) or [self._empty_prompt_id()] for p in prompts]
+        for e in enc:
+            if len(e) + max_new_tokens > self.max_length:
+                raise PromptTooLongError(f"prompt of {len(e)} tokens + {max_new_tokens} new tokens exceeds the "
+                                         f"model's context of {self.max_length}")
+        res: list[str | None] = [None] * len(prompts)
+        order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+        bs = max(1, self.batch_size)
+        for s in range(0, len(order), bs):
+            idx = order[s:s + bs]
+            n = max(len(enc[i]) for i in idx)
+            ids = self._t([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx])
+            mask = self._t([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
+            kw = {"stopping_criteria": StoppingCriteriaList([_StopOnText(self.tokenizer, n, stop)])} if stop else {}
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                          do_sample=False, temperature=None, top_p=None, top_k=None,
+                                          pad_token_id=self.pad_id, **kw)
+            for j, i in enumerate(idx):
+                res[i] = cut_at_stop(self.tokenizer.decode(gen[j, n:], skip_special_tokens=True), stop)
+        return res
+
+
+def _batches(rows, batch_tokens: int) -> list[list]:
+    """Rows, longest first, in batches of at most `batch_tokens` tokens counting the padding to the longest."""
+    out, cur = [], []
+    for row in sorted(rows, key=lambda r: -len(r.ids)):
+        if cur and len(cur[0].ids) * (len(cur) + 1) > batch_tokens:
+            out.append(cur)
+            cur = []
+        cur.append(row)
+    return out + ([cur] if cur else [])
+
+
+def hf_backend(name: str, *, dtype: str = "float32", device: str = "cpu", adapter: str | None = None,
+               batch_size: int = 8, trust_remote_code: bool = False, naive: bool = False) -> HFBackend:
+    """Load a model by name (see `symtune.models`) and wrap it, with its identity for cache keys."""
+    from symtune.models import load_model, model_identity
+
+    model, tok = load_model(name, dtype=dtype, device=device, adapter=adapter, trust_remote_code=trust_remote_code)
+    ident = {"backend": "hf", **model_identity(name, adapter=adapter, dtype=dtype)}
+    return HFBackend(model, tok, batch_size=batch_size, identity=ident, naive=naive)
