@@ -29,17 +29,29 @@ from pathlib import Path
 
 import torch
 
-from symtune.episodes import EVAL_SETTINGS, draw_episode, prepare_task, query_order, render
+from symtune.episodes import (
+    EVAL_SETTINGS,
+    draw_episode,
+    draw_shared_episodes,
+    prepare_task,
+    query_order,
+    render,
+)
 from symtune.models import load_model, model_identity, resolve_model
 from symtune.scoring import HFBackend
+from symtune.scoring.packing import trie_tokens
 from symtune.symbols import SymbolPool
 from symtune.tasks import load_catalogue, select_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_requests(data_dir: Path, n: int, seed: int = 0) -> list[tuple[str, list[str], str]]:
-    """n (prompt, candidates, gold) triples, round-robin over tasks and settings (flipped: binary only)."""
+def build_requests(data_dir: Path, n: int, seed: int = 0, exemplars: str = "per-query",
+                   per_combo: int = 20) -> list[tuple[str, list[str], str]]:
+    """n (prompt, candidates, gold) triples from the held-out tasks in every setting (flipped: binary only).
+    per-query: round-robin over (task, setting), each prompt its own exemplar draw (the paper's protocol).
+    shared: `per_combo` queries of one (task, setting) after another, all of them with the same exemplars,
+    as `symtune eval --exemplars shared` asks them."""
     cat = load_catalogue(data_dir)
     specs = [s for s in select_tasks(cat, role="eval", data_dir=data_dir)]
     tasks = {s.name: prepare_task(s, data_dir) for s in specs}
@@ -47,13 +59,19 @@ def build_requests(data_dir: Path, n: int, seed: int = 0) -> list[tuple[str, lis
     combos = [(t, st) for st in EVAL_SETTINGS for t in tasks if st != "flipped" or tasks[t].spec.binary]
     out, i = [], 0
     while len(out) < n:
-        name, setting = combos[i % len(combos)]
-        task = tasks[name]
-        q = query_order(task, seed)[i // len(combos)]
-        ep = draw_episode(task, q, seed=seed, setting=setting, k=4, pool=pool)
-        prompt, completion = render(task, ep)
-        cands = [" " + ep.mapping[label] for label in task.spec.labels]
-        out.append((prompt, cands, completion))
+        if exemplars == "shared":
+            name, setting = combos[i % len(combos)]
+            task = tasks[name]
+            queries = query_order(task, seed)[:per_combo]
+            eps = draw_shared_episodes(task, queries, seed=seed, setting=setting, k=4, pool=pool)
+        else:
+            name, setting = combos[i % len(combos)]
+            task = tasks[name]
+            q = query_order(task, seed)[i // len(combos)]
+            eps = [draw_episode(task, q, seed=seed, setting=setting, k=4, pool=pool)]
+        for ep in eps[:n - len(out)]:
+            prompt, completion = render(task, ep)
+            out.append((prompt, [" " + ep.mapping[label] for label in task.spec.labels], completion))
         i += 1
     return out
 
@@ -147,18 +165,21 @@ def main(argv=None):
     ap.add_argument("--naive", action="store_true", help="also time symtune's naive reference path")
     ap.add_argument("--generate", type=int, default=0, metavar="N",
                     help="also a greedy answer of up to N tokens per request, as `symtune eval` does (0: scoring only)")
+    ap.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"],
+                    help="the protocol the requests follow (shared: one exemplar set per task and setting)")
+    ap.add_argument("--per-combo", type=int, default=20, help="shared: queries per task and setting")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     logging.getLogger("transformers").setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    built = build_requests(args.data_dir, args.n)
+    built = build_requests(args.data_dir, args.n, exemplars=args.exemplars, per_combo=args.per_combo)
     reqs, golds = [(p, c) for p, c, _ in built], [g for _, _, g in built]
     ref = resolve_model(args.model)
     fig: dict = {"model": model_identity(args.model), "n_requests": len(reqs),
                  "n_candidates": sum(len(c) for _, c in reqs), "threads": args.threads, "torch": torch.__version__,
-                 "chunks": args.chunks, "generate": args.generate}
+                 "chunks": args.chunks, "generate": args.generate, "exemplars": args.exemplars}
     fig["matmul_peak_gflops"] = {"float32": matmul_peak(torch.float32) / 1e9,
                                  "bfloat16": matmul_peak(torch.bfloat16) / 1e9}
 
@@ -174,6 +195,8 @@ def main(argv=None):
     be = runners["symtune_fp32"]
     lens = [be.count_tokens(p) for p, _ in reqs]
     fig["prompt_tokens"] = {"mean": sum(lens) / len(lens), "min": min(lens), "max": max(lens), "sum": sum(lens)}
+    # the fewest positions any exact scorer must forward: distinct prefixes of every prompt + candidate
+    fig["unique_tokens"] = trie_tokens([be.encode(p + c)[:-1] for p, cs in reqs for c in cs])
     fig["multi_token_candidates"] = sum(be.count_tokens(p + c) - be.count_tokens(p) > 1 for p, cs in reqs for c in cs)
 
     def call(name, chunk):
@@ -241,7 +264,7 @@ def report(f: dict) -> str:
     lines = [f"model {f['model']['name']} ({f['model'].get('gguf_file') or f['model']['path']}); {f['n_requests']} "
              f"requests, {f['n_candidates']} candidates ({f['multi_token_candidates']} multi-token); prompt tokens "
              f"mean {pt['mean']:.0f} [{pt['min']}, {pt['max']}]; torch {f['torch']}, {f['threads']} threads; "
-             f"timed in {f['chunks']} alternating chunks"
+             f"timed in {f['chunks']} alternating chunks; {f['exemplars']} exemplars"
              + (f"; each request also a greedy answer of up to {f['generate']} tokens" if f.get("generate") else ""),
              f"matmul peak (2048^2): fp32 {f['matmul_peak_gflops']['float32']:.1f} GFLOP/s, "
              f"bf16 {f['matmul_peak_gflops']['bfloat16']:.1f} GFLOP/s"]
@@ -266,7 +289,9 @@ def report(f: dict) -> str:
         lines.append(f"SPEEDUP symtune / lm-eval (fp32): {f['speedup_fp32']:.2f}x wall-clock "
                      f"({f['speedup_fp32_cpu_time']:.2f}x in process CPU time)")
     st = f["symtune_fp32"]["stats"]
-    lines.append(f"symtune fp32: {st['forward_tokens']} tokens forwarded ({st['padded_tokens']} padding), "
+    lines.append(f"symtune fp32: {st['forward_tokens']} tokens forwarded ({st['padded_tokens']} padding, "
+                 f"{st['shared_prefix_tokens']} not forwarded again thanks to shared prefixes) against a lower bound "
+                 f"of {f['unique_tokens']} distinct prompt+candidate prefixes; "
                  f"{st['lm_head_rows']} LM-head rows, {st['prefix_fallbacks']} prefix fallbacks"
                  + (f"; lm-eval forwarded {f['lm_eval_fp32']['tokens_fed']} tokens, LM head on all"
                     if "lm_eval_fp32" in f else ""))

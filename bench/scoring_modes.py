@@ -1,0 +1,186 @@
+"""symtune's scoring modes on any device, against per-candidate padded batches, on the same requests.
+
+For GPUs (and any machine where the real weights cannot go): a randomly initialised model of a real
+architecture is honest for speed, since the work does not depend on the weights' values. The requests are
+the paper suite's, rendered with the real tokenizer, in both exemplar protocols:
+
+    python bench/scoring_modes.py --data-dir PATH --save-requests reqs.json        # once, where the data is
+    python bench/scoring_modes.py --requests reqs.json --tokenizer TOKDIR --arch llama-1b --device cuda
+
+Modes, each over the same requests: `packed` (symtune's path: trees in rows, shared prefixes once),
+`padded` (every prompt + candidate as its own padded sequence in length-sorted batches, the LM head on the
+candidate positions: how lm-eval's hf backend scores), and `naive` (symtune's reference: one forward per
+prompt + candidate) on a few requests to check exactness. Prints requests/s, tokens forwarded against the
+distinct-prefix lower bound, achieved TFLOP/s against a matmul peak measured in the same run, and the
+largest |Δ log-likelihood| against the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ARCHS = {  # real architectures' shapes (vocabulary: the tokenizer's)
+    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+                         num_key_value_heads=3, rope_theta=100000.0),
+    "smollm2-360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
+                         num_key_value_heads=5, rope_theta=100000.0),
+    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                     num_key_value_heads=8, rope_theta=500000.0),
+    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                     num_key_value_heads=8, rope_theta=500000.0),
+}
+
+
+def random_model(arch: str, vocab: int, dtype: torch.dtype, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=False,
+                      attn_implementation="sdpa", **ARCHS[arch])
+    with torch.device(device):
+        return LlamaForCausalLM(cfg).to(dtype).eval()
+
+
+class Padded:
+    """Per-candidate scoring as lm-eval's hf backend does it: each prompt + candidate one padded sequence."""
+
+    def __init__(self, model, tokenizer, batch_size: int):
+        self.model, self.tok, self.bs = model, tokenizer, batch_size
+        self.tokens = 0
+
+    def loglikelihoods(self, requests):
+        dev = next(self.model.parameters()).device
+        seqs = []
+        for r, (p, cands) in enumerate(requests):
+            ctx = self.tok(p).input_ids
+            for k, c in enumerate(cands):
+                whole = self.tok(p + c).input_ids
+                seqs.append((r, k, whole, len(whole) - len(ctx)))
+        out = [[0.0] * len(c) for _, c in requests]
+        seqs.sort(key=lambda s: -len(s[2]))
+        for i in range(0, len(seqs), self.bs):
+            batch = seqs[i:i + self.bs]
+            n = max(len(s[2]) - 1 for s in batch)
+            ids = torch.tensor([s[2][:-1] + [0] * (n - len(s[2]) + 1) for s in batch], device=dev)
+            self.tokens += ids.numel()
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids).logits
+            for b, (r, k, whole, m) in enumerate(batch):
+                lp = torch.log_softmax(logits[b, len(whole) - 1 - m:len(whole) - 1].float(), -1)
+                out[r][k] = lp.gather(1, torch.tensor(whole[-m:], device=dev)[:, None]).sum().item()
+        return out
+
+
+def peak_tflops(dtype: torch.dtype, device: str) -> float:
+    n = 8192 if device.startswith("cuda") else 2048
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    t, reps = time.perf_counter(), 10
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data-dir", type=Path)
+    ap.add_argument("--save-requests", type=Path, help="render the requests (both protocols) to this file and stop")
+    ap.add_argument("--n", type=int, default=120, help="requests per protocol")
+    ap.add_argument("--requests", type=Path)
+    ap.add_argument("--tokenizer", default="smollm2-135m", help="a tokenizer directory or a symtune model alias")
+    ap.add_argument("--arch", default="smollm2-135m", choices=sorted(ARCHS))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    ap.add_argument("--batch-size", type=int, default=32, help="padded baseline: sequences per forward")
+    ap.add_argument("--row-tokens", type=int, default=1024)
+    ap.add_argument("--batch-tokens", type=int, help="packed: tokens per forward (default: the backend's)")
+    ap.add_argument("--check", type=int, default=6, help="requests checked against the naive reference")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+
+    if args.save_requests:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from eval_vs_lm_eval import build_requests
+
+        reqs = {proto: [(p, c) for p, c, _ in build_requests(args.data_dir, args.n, exemplars=proto)]
+                for proto in ("per-query", "shared")}
+        args.save_requests.write_text(json.dumps(reqs))
+        print(f"{sum(map(len, reqs.values()))} requests -> {args.save_requests}")
+        return None
+
+    from transformers import AutoTokenizer
+
+    from symtune.scoring import HFBackend
+    from symtune.scoring.packing import trie_tokens
+
+    if Path(args.tokenizer).is_dir():
+        tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    else:
+        from symtune.models import load_tokenizer, resolve_model
+
+        tok = load_tokenizer(resolve_model(args.tokenizer))
+    reqs = json.loads(args.requests.read_text())
+    fig = {"arch": args.arch, "device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+           "torch": torch.__version__, "runs": {}}
+    print(f"{args.arch} (random init) on {fig['gpu'] or args.device}, torch {torch.__version__}", flush=True)
+    for dname in args.dtypes:
+        dtype = getattr(torch, dname)
+        model = random_model(args.arch, len(tok), dtype, args.device)
+        body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
+        peak = peak_tflops(dtype, args.device)
+        packed = HFBackend(model, tok, row_tokens=args.row_tokens, batch_tokens=args.batch_tokens)
+        naive = HFBackend(model, tok, naive=True)
+        padded = Padded(model, tok, args.batch_size)
+        for proto, rs in reqs.items():
+            rs = [(p, list(c)) for p, c in rs]
+            lower = trie_tokens([packed.encode(p + c)[:-1] for p, cs in rs for c in cs])
+            ref = naive.loglikelihoods(rs[:args.check])
+            row = {"requests": len(rs), "distinct_prefix_tokens": lower, "peak_tflops": peak}
+            for name, be in (("packed", packed), ("padded", padded)):
+                be.loglikelihoods(rs[:4])  # warm-up
+                if name == "packed":
+                    be.stats = dict.fromkeys(be.stats, 0)
+                else:
+                    be.tokens = 0
+                _sync(args.device)
+                t = time.perf_counter()
+                got = be.loglikelihoods(rs)
+                _sync(args.device)
+                secs = time.perf_counter() - t
+                tokens = be.stats["forward_tokens"] if name == "packed" else be.tokens
+                lls = [[x.logprob for x in r] if name == "packed" else r for r in got]
+                diff = max(abs(a - b.logprob) for ra, rb in zip(lls, ref) for a, b in zip(ra, rb))
+                row[name] = {"seconds": secs, "req_per_s": len(rs) / secs, "tokens": tokens,
+                             "tflops": 2 * body * tokens / secs / 1e12, "max_abs_diff_vs_naive": diff}
+            row["speedup"] = row["padded"]["seconds"] / row["packed"]["seconds"]
+            fig["runs"][f"{dname}/{proto}"] = row
+            print(f"{dname:>8} {proto:>9}: packed {row['packed']['req_per_s']:.1f} req/s ({row['packed']['tokens']} tokens, "
+                  f"{row['packed']['tflops']:.1f} TFLOP/s), padded {row['padded']['req_per_s']:.1f} req/s "
+                  f"({row['padded']['tokens']} tokens, {row['padded']['tflops']:.1f} TFLOP/s): {row['speedup']:.2f}x; "
+                  f"lower bound {lower} tokens; matmul peak {peak:.1f} TFLOP/s; max |Δ| vs naive "
+                  f"{row['packed']['max_abs_diff_vs_naive']:.1e} / {row['padded']['max_abs_diff_vs_naive']:.1e}", flush=True)
+        del model, packed, naive, padded
+        if args.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    if args.json:
+        args.json.write_text(json.dumps(fig, indent=1))
+    return fig
+
+
+if __name__ == "__main__":
+    main()
