@@ -1,7 +1,12 @@
 """symtune tune vs a plain TRL SFTTrainer (its defaults, no packing): same model, same mixture slice.
 
     python bench/tune_vs_trl.py --mixture DIR                  # or --data-dir D to build the default-run mixture
-    python bench/tune_vs_trl.py --mixture DIR --examples 96 --trl-arg bf16=False --symtune-arg precision=bf16-mixed
+    python bench/tune_vs_trl.py --mixture DIR --examples 96 --also-trl-defaults
+
+Both arms run at the same precision: symtune's `precision: auto` (bf16 where it is native: a GPU, a CPU with
+AVX512-BF16/AMX; else fp32), and TRL's `bf16` set to match unless `--trl-arg bf16=...` says otherwise.
+TRL's own default (bf16 on, which a CPU without native bf16 emulates at a few GFLOP/s) is a separate row
+with `--also-trl-defaults`. Each arm's FLOP/s is compared with the matmul peak of the precision it ran at.
 
 Both arms train one pass over the same first --examples records with AdamW at 2e-5 (TRL's default, linear
 decay) and about 8 examples per optimizer step (TRL's default batch), then score the same held-out records
@@ -255,8 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--symtune-arg", action="append", default=[], help="tune() option for the symtune arm, k=v")
     p.add_argument("--workdir", default=None, help="where built models/mixtures are kept (default: a temp dir)")
     p.add_argument("--order", default="trl,symtune", help="which arm runs first (load on a shared machine drifts)")
+    p.add_argument("--also-trl-defaults", action="store_true",
+                   help="also run TRL with its own precision default (bf16) where that differs from the matched one "
+                        "(a CPU without native bf16)")
     p.add_argument("--json", help="also write the results here")
-    p.add_argument("--arm", choices=["trl", "symtune"], help=argparse.SUPPRESS)
+    p.add_argument("--arm", choices=["trl", "trl-defaults", "symtune"], help=argparse.SUPPRESS)
     p.add_argument("--arm-out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="tune-bench-"))
@@ -273,52 +281,68 @@ def main(argv: list[str] | None = None) -> None:
     heldout = [ds[i] for i in range(args.examples, args.examples + args.eval_examples)]
 
     if args.arm:
-        result = arm_trl(args, records, heldout) if args.arm == "trl" else arm_symtune(args, records, heldout, mixture)
+        result = arm_symtune(args, records, heldout, mixture) if args.arm == "symtune" else arm_trl(args, records, heldout)
         Path(args.arm_out).write_text(json.dumps(result))
         return
 
+    from symtune.models import cpu_has_native_bf16
+
+    native = args.device == "cuda" or cpu_has_native_bf16()
+    kind = ("GPU" if args.device == "cuda" else
+            "CPU with native bf16 (AVX512-BF16/AMX)" if native else "CPU without native bf16 (AVX2: bf16 emulated)")
+    matched = [] if any(a.startswith("bf16=") for a in args.trl_arg) else [f"bf16={native}"]
     child = ["--model", args.model, "--mixture", mixture, "--examples", str(args.examples), "--eval-examples",
-             str(args.eval_examples), "--device", args.device, *sum((["--trl-arg", a] for a in args.trl_arg), []),
-             *sum((["--symtune-arg", a] for a in args.symtune_arg), [])]
+             str(args.eval_examples), "--device", args.device, *sum((["--symtune-arg", a] for a in args.symtune_arg), [])]
+    trl_args = lambda extra: sum((["--trl-arg", a] for a in args.trl_arg + extra), [])  # noqa: E731
     peaks = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in ("float32", "bfloat16")}
-    arms = {name: run_arm(name, child) for name in args.order.split(",")}
+    arms = {name: run_arm(name, child + trl_args(matched if name == "trl" else [])) for name in args.order.split(",")}
+    if args.also_trl_defaults and matched and not native:  # TRL's default (bf16) differs from the matched fp32
+        arms["trl-defaults"] = run_arm("trl-defaults", child + trl_args([]))
     trl, ours = arms["trl"], arms["symtune"]
     peaks_after = {dt: matmul_peak(args.device, dt, 4096 if args.device == "cuda" else 1024) for dt in peaks}
 
-    rows = []
-    for name, r in (("trl (defaults)", trl), ("symtune tune", ours)):
+    def precision(r) -> str:
+        if "bf16" in r["settings"]:
+            return "bfloat16" if r["settings"]["bf16"] else "float32"
+        return "bfloat16" if "bf16" in str(r["settings"]["precision"]) else "float32"
+
+    rows = [("trl (matched)" if matched else "trl", trl), ("symtune tune", ours)]
+    if "trl-defaults" in arms:
+        rows.append(("trl (defaults)", arms["trl-defaults"]))
+    for _, r in rows:
         tokens, targets = sum(r["lengths"]), sum(r["targets"])
         r.update(tokens=tokens, target_tokens=targets, tokens_per_s=tokens / r["seconds"],
-                 target_tokens_per_s=targets / r["seconds"], flops_per_s=r["flops"] / r["seconds"])
-        rows.append((name, r))
-    print(f"\nmodel {args.model} on {args.device}; {args.examples} training records ({trl['tokens']} tokens, "
+                 target_tokens_per_s=targets / r["seconds"], flops_per_s=r["flops"] / r["seconds"],
+                 precision=precision(r))
+    print(f"\nmodel {args.model} on {args.device} ({kind}); {args.examples} training records ({trl['tokens']} tokens, "
           f"{trl['target_tokens']} target tokens incl. EOS), held-out {args.eval_examples} records")
     print(f"matmul peak measured here: fp32 {peaks['float32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.1f} "
           f"GFLOP/s (after the arms: {peaks_after['float32'] / 1e9:.1f} / {peaks_after['bfloat16'] / 1e9:.1f})")
-    print("each arm's %peak is against the matmul peak measured in its own process just before and after training")
-    print(f"{'arm':<16}{'seconds':>9}{'steps':>7}{'tokens/s':>10}{'targets/s':>11}{'GFLOP/s':>9}{'fp32 pk':>9}"
-          f"{'%fp32pk':>9}{'bf16 pk':>9}{'%bf16pk':>9}{'peak MB':>9}{'loss before':>13}{'loss after':>12}")
+    print("each arm's %peak is against the matmul peak of the precision it ran at, measured in its own process "
+          "just before and after training")
+    print(f"{'arm':<16}{'precision':>10}{'seconds':>9}{'steps':>7}{'tokens/s':>10}{'targets/s':>11}{'GFLOP/s':>9}"
+          f"{'peak':>9}{'%peak':>7}{'peak MB':>9}{'loss before':>13}{'loss after':>12}")
     for name, r in rows:
-        before = f"{trl['before']:.4f}"
-        pk = r["peaks"]
-        print(f"{name:<16}{r['seconds']:>9.1f}{r['steps']:>7}{r['tokens_per_s']:>10.1f}{r['target_tokens_per_s']:>11.2f}"
-              f"{r['flops_per_s'] / 1e9:>9.2f}{pk['float32'] / 1e9:>9.1f}{100 * r['flops_per_s'] / pk['float32']:>9.1f}"
-              f"{pk['bfloat16'] / 1e9:>9.1f}{100 * r['flops_per_s'] / pk['bfloat16']:>9.1f}{r['peak_mb']:>9.0f}"
-              f"{before:>13}{r['after']:>12.4f}")
+        pk = r["peaks"][r["precision"]]
+        print(f"{name:<16}{r['precision']:>10}{r['seconds']:>9.1f}{r['steps']:>7}{r['tokens_per_s']:>10.1f}"
+              f"{r['target_tokens_per_s']:>11.2f}{r['flops_per_s'] / 1e9:>9.2f}{pk / 1e9:>9.1f}"
+              f"{100 * r['flops_per_s'] / pk:>7.1f}{r['peak_mb']:>9.0f}{trl['before']:>13.4f}{r['after']:>12.4f}")
     ratio = ours["target_tokens_per_s"] / trl["target_tokens_per_s"]
     ratio_total = ours["tokens_per_s"] / trl["tokens_per_s"]
-    # the machine's speed can drift between the arms (a shared machine); normalise by each arm's own peak
-    ratio_norm = ratio * trl["peaks"]["bfloat16"] / ours["peaks"]["bfloat16"]
-    print(f"\nratio symtune / trl: {ratio:.2f}x target tokens/s, {ratio_total:.2f}x total tokens/s "
+    # the machine's speed can drift between the arms (a shared machine): normalise each arm by the peak of its
+    # own precision, measured around it
+    ratio_norm = ratio * trl["peaks"][trl["precision"]] / ours["peaks"][ours["precision"]]
+    same = "same precision" if trl["precision"] == ours["precision"] else "DIFFERENT precisions"
+    print(f"\nratio symtune / trl ({same}): {ratio:.2f}x target tokens/s, {ratio_total:.2f}x total tokens/s "
           f"(same examples, so the same ratio of wall time); {ratio_norm:.2f}x after normalising each arm by the "
-          "bf16 matmul peak measured around it")
+          "matmul peak of its precision measured around it")
     print(f"held-out loss after: trl {trl['after']:.4f}, symtune {ours['after']:.4f} "
           f"(before {trl['before']:.4f}; difference {ours['after'] - trl['after']:+.4f})")
     print(f"trl settings: {trl['settings']}")
     print(f"symtune settings: {ours['settings']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "peaks": peaks, "peaks_after": peaks_after,
-                                               "trl": trl, "symtune": ours, "ratio_target_tokens_per_s": ratio,
+                                               "cpu_kind": kind, "arms": arms, "trl": trl, "symtune": ours, "ratio_target_tokens_per_s": ratio,
                                                "ratio_normalised_by_peak": ratio_norm,
                                                "ratio_tokens_per_s": ratio_total}, indent=1))
 
