@@ -74,3 +74,32 @@ def test_killed_two_process_run_resumes(tiny_dir, data_dir, tmp_path):
     r = subprocess.run(_cmd(tiny_dir, data_dir, ref, 1, limit=100), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert samples == _results(ref)[1]
+
+
+def test_run_evaluation_stages_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
+    """eval.launch hands both evaluation stages to `accelerate launch` (2 CPU processes); the process count is
+    not in the stage keys, and the numbers are those of a one-process run."""
+    from symtune.pipeline import RunConfig, run_pipeline
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+
+    def config(out, **eval_kw):
+        return RunConfig(out=str(out), model=str(tiny_dir), data_dir=str(data_dir),
+                         mixture={"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2,
+                                  "tokenizer": None, "max_tokens": None},
+                         tune={"preset": "cpu-small", "max_steps": 1, "batch_size": 2, "pack_length": 512,
+                               "warmup_steps": 0},
+                         eval={"suite": "icl", "tasks": ["sst2"], "settings": ["symbol", "flipped"], "limit": 20,
+                               "max_new_tokens": 2, **eval_kw})
+
+    lines = []
+    launch = ["--config_file", "cpu_ddp", "--num_processes", "2", "--main_process_port", _port()]
+    state = run_pipeline(config(tmp_path / "two", launch=launch), progress=False, say=lines.append)
+    assert sum("-m symtune.evaluate" in x for x in lines) == 2
+    two = tmp_path / "two" / state["stages"]["eval_tuned"]["dir"]
+    assert json.loads((two / "results.json").read_text())["timing"]["processes"] == 2
+    state1 = run_pipeline(config(tmp_path / "one"), progress=False, say=lines.append)
+    one = tmp_path / "one" / state1["stages"]["eval_tuned"]["dir"]
+    assert state1["stages"]["eval_tuned"]["dir"] == state["stages"]["eval_tuned"]["dir"]  # same key
+    assert (one / "samples.jsonl").read_text() == (two / "samples.jsonl").read_text()

@@ -392,3 +392,23 @@ def format_results(results: dict) -> str:
     t = results["timing"]
     parts.append(f"\n{t['queries']} queries in {t['seconds']}s ({t['resumed_from_cache']} cached results reused)")
     return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m symtune.evaluate CONFIG.json`: an evaluation from a saved EvalConfig (how `symtune run` hands
+    an evaluation stage to `accelerate launch`)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m symtune.evaluate CONFIG.json (an EvalConfig's fields)", file=sys.stderr)
+        return 2
+    config = EvalConfig(**json.loads(Path(args[0]).read_text()))
+    results = evaluate(config, progress=True)
+    if processes().main:
+        print(format_results(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -83,14 +83,16 @@ def check_sections(config: RunConfig, where: str = "run config") -> None:
             raise PipelineError(f"{where}: {name} must be a mapping of options, got {getattr(config, name)!r}")
     _unknown("mixture", config.mixture, set(MixtureConfig.__dataclass_fields__) - {"data_dir", "seed"}, where)
     _unknown("tune", config.tune, set(FIELD_NAMES) - {"model", "mixture", "out", "seed"} | {"preset", "launch"}, where)
-    _unknown("eval", config.eval, set(EvalConfig.__dataclass_fields__) - {"model", "out", "data_dir", "seed"}, where)
+    _unknown("eval", config.eval, set(EvalConfig.__dataclass_fields__) - {"model", "out", "data_dir", "seed"} | {"launch"},
+             where)
     try:
-        if "launch" in config.tune:
-            launch_args(config.tune["launch"])
+        for section in (config.tune, config.eval):
+            if "launch" in section:
+                launch_args(section["launch"])
         MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
         opts = {k: v for k, v in config.tune.items() if k != "launch"}
         resolve_config(opts.pop("preset", "cpu-small"), **opts)
-        EvalConfig(model=config.model, data_dir=config.data_dir, seed=config.seed, **config.eval)
+        _eval_config(config, config.model, Path("."))
     except (TypeError, ValueError) as e:
         raise PipelineError(f"{where}: {e}") from None
 
@@ -156,7 +158,7 @@ class Run:
 def _eval_config(config: RunConfig, model: str, out: Path):
     from .evaluate import EvalConfig
 
-    opts = {"seed": config.seed, **config.eval}
+    opts = {"seed": config.seed, **{k: v for k, v in config.eval.items() if k != "launch"}}
     return EvalConfig(model=model, out=str(out), data_dir=config.data_dir, **opts)
 
 
@@ -246,7 +248,11 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
                 eta.progress(name, done / max(total, 1))
                 return eta.line()
 
-            results[tag] = evaluate(_eval_config(config, model, d), progress=progress, on_progress=on_progress)
+            cfg = _eval_config(config, model, d)
+            if config.eval.get("launch"):  # the numbers are those of one process: not in the stage key
+                results[tag] = _launch_eval(config.eval["launch"], cfg, say=say)
+            else:
+                results[tag] = evaluate(cfg, progress=progress, on_progress=on_progress)
             say(format_results(results[tag]))
 
         return work
@@ -278,6 +284,22 @@ def _launch_tune(launch: list, model: str, mixture: str, out: str, *, say, **kwa
     if rc != 0:
         raise PipelineError(f"tuning under accelerate launch failed (exit status {rc}); see its output above. "
                             "Rerunning `symtune run` resumes it from its last checkpoint.")
+
+
+def _launch_eval(launch: list, cfg, *, say) -> dict:
+    """An evaluation stage as `accelerate launch <launch...> -m symtune.evaluate CONFIG.json` (several GPUs or
+    processes, each scoring its share of the query plan); returns the results the main process wrote."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "eval_config.json", json.dumps(asdict(cfg), indent=1))
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", "symtune.evaluate",
+           str(out / "eval_config.json")]
+    say("  " + shlex.join(cmd))
+    rc = subprocess.run(cmd).returncode
+    if rc != 0:
+        raise PipelineError(f"evaluation under accelerate launch failed (exit status {rc}); see its output above. "
+                            "Rerunning `symtune run` resumes it from its cache.")
+    return json.loads((out / "results.json").read_text())
 
 
 def _run_eta(config: RunConfig, tune_opts: dict, eval_cfg, pending: list[str], say) -> RunEta:
