@@ -67,7 +67,7 @@ def processes() -> Processes:
 
     from .tune.recipe import check_launch_environment, has_accelerator
 
-    check_launch_environment()
+    check_launch_environment("symtune eval")
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     return Processes(state.process_index, state.num_processes, state.local_process_index, state.wait_for_everyone)
 

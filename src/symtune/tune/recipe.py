@@ -188,7 +188,7 @@ def has_accelerator() -> bool:
     return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
 
 
-def check_launch_environment() -> None:
+def check_launch_environment(module: str = "symtune.tune") -> None:
     """Fail clearly when `accelerate launch` asked for GPUs (FSDP, DeepSpeed, multi-GPU) on a machine without."""
     if has_accelerator():
         return
@@ -200,8 +200,8 @@ def check_launch_environment() -> None:
     if wanted:
         raise TuneError(
             f"this launch asks for {' and '.join(wanted)}, which needs GPUs, but none is visible. On CPUs, run "
-            "`symtune tune` directly (one process), or for CPU data parallelism: `ACCELERATE_USE_CPU=1 accelerate "
-            "launch --config_file $(symtune configs cpu_ddp) -m symtune.tune ...`")
+            f"`python -m {module}` directly (one process), or for CPU data parallelism: `ACCELERATE_USE_CPU=1 "
+            f"accelerate launch --config_file $(symtune configs cpu_ddp) -m {module} ...`")
 
 
 def _check_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool) -> Path | None:
