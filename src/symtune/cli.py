@@ -178,11 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp):
-        sp.add_argument("--data-dir", help="local data directory (holds tasks/<name>/{task.json,<split>.jsonl})")
-        sp.add_argument("--task-spec", action="append", default=[], help="extra task spec file or directory (repeatable)")
+        sp.add_argument("--data-dir", help="local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; "
+                                           "a user task is a directory there)")
 
     sp = sub.add_parser("tasks", help="list the task catalogue and what is available locally")
     data_args(sp)
+    sp.add_argument("--task-spec", action="append", default=[], help="extra task spec file or directory (repeatable)")
     sp.add_argument("--role", choices=["tune", "eval", "extra"])
     sp.set_defaults(func=_tasks)
 
@@ -244,7 +245,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("export", help="export the evaluation suite for another harness")
     sp.add_argument("harness", choices=["lm-eval"])
     data_args(sp)
-    sp.add_argument("--suite", default="paper", choices=["paper", "icl"], help="the classification part is exported")
     sp.add_argument("--tasks", nargs="+")
     sp.add_argument("--settings", nargs="+", default=list(EVAL_SETTINGS), choices=list(EVAL_SETTINGS))
     sp.add_argument("--max-queries", type=int, default=100)

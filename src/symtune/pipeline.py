@@ -123,7 +123,9 @@ def _key(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-class Run:
+class RunDir:
+    """A run's directory: its stages (possibly shared with other runs) and state.json (status per stage)."""
+
     def __init__(self, config: RunConfig):
         self.config = config
         self.dir = Path(config.out)
@@ -170,7 +172,7 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
     if from_stage is not None and from_stage not in STAGES:
         raise PipelineError(f"unknown stage {from_stage!r}; choose from {', '.join(STAGES)}")
-    run = Run(config)
+    run = RunDir(config)
     run.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run.dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
     redo = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()

@@ -150,7 +150,7 @@ def how_to_read(runs: list[Run]) -> list[tuple]:
               f"Scores are macro averages over tasks; chance (the average of 1/number of labels) here: {chance_text}. "
               "Over the paper's 11 tasks chance is 42.4%; flipped-label tasks are binary (50%)."),
         ("p", "Small models and small query limits give noisy numbers, the symbol settings most of all: a different draw "
-              "of symbols alone moved a 135M model by 3 points (PAPER.md). Believe a difference when its paired interval "
+              "of symbols alone moved a 135M model by 3 points (measured while designing symtune). Believe a difference when its paired interval "
               "excludes 0, and prefer more queries or `--trials N` (several exemplar draws) before comparing runs."),
     ]
 
