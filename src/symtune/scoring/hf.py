@@ -223,12 +223,16 @@ class HFBackend:
         lp = logp.gather(1, tgt[:, None])[:, 0].sum().item()
         return CandidateScore(lp, len(tgt), 0, bool((logits[start - 1:len(ids) - 1].argmax(-1) == tgt).all()))
 
-    def _jobs(self, requests: list[Request], want_greedy: bool) -> tuple[list[Tree], list[_Job]]:
+    def _jobs(self, requests: list[Request], max_new: int | None) -> tuple[list[Tree], list[_Job]]:
         """The trees to forward: one per prompt (its cached candidates as branches; with generation each branch
         is fed whole, so the token after it is known too), one per candidate that re-tokenises the prompt."""
         trees, jobs = [], []
+        want_greedy = max_new is not None
         for r, (prompt, cands) in enumerate(requests):
             pl = self._plan(prompt, list(cands))
+            if want_greedy and len(pl.prompt_ids) + max_new > self.max_length:
+                raise PromptTooLongError(f"prompt of {len(pl.prompt_ids)} tokens + {max_new} new tokens exceeds the "
+                                         f"model's context of {self.max_length}")
             if pl.cached or want_greedy:
                 trees.append(Tree(pl.prompt_ids, [c if want_greedy else c[:-1] for _, c in pl.cached]))
                 jobs.append(_Job(r, [k for k, _ in pl.cached], [c for _, c in pl.cached], want_greedy))
@@ -248,7 +252,7 @@ class HFBackend:
             return self._packed_on(requests, gen)
 
     def _packed_on(self, requests: list[Request], gen: tuple[int, list[str]] | None):
-        trees, jobs = self._jobs(requests, gen is not None)
+        trees, jobs = self._jobs(requests, gen[0] if gen else None)
         self._count(requests)
         scores: list[list[CandidateScore | None]] = [[None] * len(c) for _, c in requests]
         gens: list[str | None] | None = [None] * len(requests) if gen else None
