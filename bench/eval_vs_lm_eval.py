@@ -62,8 +62,7 @@ def build_requests(data_dir: Path, n: int, seed: int = 0, exemplars: str = "per-
         if exemplars == "shared":
             name, setting = combos[i % len(combos)]
             task = tasks[name]
-            queries = query_order(task, seed)[:per_combo]
-            eps = draw_shared_episodes(task, queries, seed=seed, setting=setting, k=4, pool=pool)
+            eps = draw_shared_episodes(task, per_combo, seed=seed, setting=setting, k=4, pool=pool)
         else:
             name, setting = combos[i % len(combos)]
             task = tasks[name]

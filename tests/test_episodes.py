@@ -9,6 +9,7 @@ from symtune.episodes import (
     EpisodeError,
     PieceMeasure,
     draw_episode,
+    draw_shared_episodes,
     exact_measure,
     fit_budget,
     prepare_task,
@@ -150,3 +151,23 @@ def test_one_class_task_is_reported(tmp_path):
     spec = spec_from_dict({"name": "one", "role": "extra", "labels": ["x", "y"], "input_fields": ["text"], "local": str(d)}, "one.yaml")
     with pytest.raises(TaskError, match="only one class"):
         prepare_task(spec)
+
+
+def test_shared_exemplars_one_draw_for_every_query(raft):
+    """--exemplars shared: one exemplar set per (seed, trial, task) for all queries and settings; the queries
+    are neither exemplar rows nor share an exemplar's input; a smaller limit asks a prefix of the same queries."""
+    pool = SymbolPool("heldout")
+    few = draw_shared_episodes(raft, 5, seed=0, setting="symbol", pool=pool, max_queries=30)
+    many = draw_shared_episodes(raft, 30, seed=0, setting="symbol", pool=pool, max_queries=30)
+    assert len(many) == 30 and len({ep.exemplars for ep in many}) == 1
+    assert few == many[:5]  # same exemplars, same symbols, same queries
+    shown = {raft.exemplar_inputs[i] for i in many[0].exemplars}
+    assert not shown & {raft.query_inputs[ep.query] for ep in many}
+    if raft.same_split:
+        assert not {ep.query for ep in many} & set(many[0].exemplars)
+    natural = draw_shared_episodes(raft, 30, seed=0, setting="natural", max_queries=30)
+    assert natural[0].exemplars == many[0].exemplars  # settings differ only in labels
+    other = draw_shared_episodes(raft, 30, seed=0, setting="symbol", pool=pool, max_queries=30, trial=1)
+    assert other[0].exemplars != many[0].exemplars
+    counts = Counter(raft.exemplars[i]["label"] for i in many[0].exemplars)
+    assert set(counts.values()) == {4}  # k per class

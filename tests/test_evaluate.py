@@ -132,3 +132,22 @@ def test_cli_killed_midway_resumes_without_redoing(data_dir, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["complete"] and res["timing"]["resumed_from_cache"] == done
     assert res["icl"]["summary"]["natural"]["n"] == 40
+
+
+def test_shared_exemplar_protocol(backend, data_dir, tmp_path):
+    """--exemplars shared: every query of a task, setting and trial sees the same exemplars, so their prompts
+    share a prefix that the backend forwards once; the protocol is recorded."""
+    cfg = _config(data_dir, tmp_path, exemplars="shared", limit=6, settings=["symbol"], generate=False)
+    items, _ = plan_icl(cfg, backend)
+    by_task = {}
+    for it in items:
+        by_task.setdefault(it["task"], []).append(it["prompt"])
+    for prompts in by_task.values():
+        cut = prompts[0].rindex("Input:")
+        assert all(p[:cut] == prompts[0][:cut] for p in prompts)  # everything before the query
+    before = backend.stats["shared_prefix_tokens"]
+    res = evaluate(cfg, backend=backend, progress=False)
+    assert backend.stats["shared_prefix_tokens"] > before
+    assert res["config"]["exemplars"] == "shared"
+    with pytest.raises(EvalError, match="exemplar protocol"):
+        _config(data_dir, tmp_path, exemplars="per-task")

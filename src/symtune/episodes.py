@@ -237,7 +237,7 @@ def draw_episode(
 
 def draw_shared_episodes(
     task: TaskData,
-    queries: Sequence[int],
+    n_queries: int,
     *,
     seed: int,
     setting: str = "natural",
@@ -245,25 +245,27 @@ def draw_shared_episodes(
     pool: SymbolPool | None = None,
     fmt: str | Sequence[str] = DEFAULT_EVAL_FORMAT,
     trial: int = 0,
-    exclude: Sequence[int] = (),
+    max_queries: int = 100,
 ) -> list[Episode]:
     """The shared-exemplar protocol (HELM's): one exemplar set, mapping and format per (seed, trial, task),
     the same for every query (settings differ only in their labels and instruction, as per-query draws do).
 
-    `exclude`: query rows whose inputs may never be exemplars — pass every query the evaluation may ask
-    (the task's `max_queries` prefix, not a `--limit`), so that the draw is the same whatever the limit.
+    The set avoids the inputs of the first `max_queries` queries where the class has rows enough; the queries
+    are then the first `n_queries` of the seeded query order that are neither an exemplar row nor share an
+    exemplar's input. Both depend on `max_queries`, not on `n_queries`: a smaller limit asks a prefix of the
+    same queries with the same exemplars.
     """
     name = task.spec.name
     rng = random.Random(f"{seed}:{trial}:{name}:shared")
-    banned = {task.query_inputs[q] for q in exclude} | {task.query_inputs[q] for q in queries}
-    rows = set(exclude) | set(queries) if task.same_split else set()
+    order = query_order(task, seed)
+    asked = {task.query_inputs[q] for q in order[:max_queries]}
     chosen = []
     for label in task.spec.labels:
-        allowed = [i for i in task.by_class[label] if task.exemplar_inputs[i] not in banned and i not in rows]
-        picked = _pick(rng, allowed, k)
+        rows = task.by_class[label]
+        free = [i for i in rows if task.exemplar_inputs[i] not in asked]
+        picked = _pick(rng, free if len(free) >= k else rows, k)
         if not picked:
-            raise EpisodeError(f"task {name!r}: no exemplar of class {label!r} outside the evaluated queries; "
-                               "use per-query exemplars or fewer queries")
+            raise EpisodeError(f"task {name!r}: no exemplar of class {label!r}")
         chosen += picked
     _shuffle(rng, chosen)
     if not isinstance(fmt, str) or fmt == "random":
@@ -273,6 +275,9 @@ def draw_shared_episodes(
     st = get_setting(setting)
     mapping = label_mapping(task.spec, st, rng, pool)
     instruction = task.spec.instruction if st.instruction else None
+    shown = {task.exemplar_inputs[i] for i in chosen}
+    taken = set(chosen) if task.same_split else set()
+    queries = [q for q in order if q not in taken and task.query_inputs[q] not in shown][:n_queries]
     return [Episode(name, q, tuple(chosen), mapping, fmt, instruction, setting) for q in queries]
 
 

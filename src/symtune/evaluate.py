@@ -172,15 +172,14 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
             for setting in config.settings:
                 if SETTINGS[setting].labels == "flipped" and not spec.binary:
                     continue
-                queries = query_order(task, config.seed, n_queries)
                 if config.exemplars == "shared":
-                    episodes = draw_shared_episodes(task, queries, seed=config.seed, setting=setting, k=config.k, pool=pool,
-                                                    fmt=config.fmt, trial=trial,
-                                                    exclude=query_order(task, config.seed, config.max_queries))
+                    episodes = draw_shared_episodes(task, n_queries, seed=config.seed, setting=setting, k=config.k,
+                                                    pool=pool, fmt=config.fmt, trial=trial, max_queries=config.max_queries)
                 else:
                     episodes = [draw_episode(task, q, seed=config.seed, setting=setting, k=config.k, pool=pool,
-                                             fmt=config.fmt, trial=trial) for q in queries]
-                for q, ep in zip(queries, episodes):
+                                             fmt=config.fmt, trial=trial) for q in query_order(task, config.seed, n_queries)]
+                for ep in episodes:
+                    q = ep.query
                     try:
                         fitted = fit_budget(task, ep, measure, budget)
                     except BudgetError:
