@@ -167,14 +167,15 @@ def _describe(r: Run) -> list[str]:
     loss = res.get("final_loss")
     return [r.name, str(model or "-"), str(preset or "-"), str(tc.get("seed", "-")), str(res.get("steps", "-")),
             "-" if loss is None else f"{loss:.4f}", str(ec.get("seed", "-")), str(ec.get("trials", "-")),
-            str(ec.get("limit") or ec.get("max_queries") or "-"), ", ".join(x.label for x in r.evaluations) or "none"]  # fmt: skip
+            ec.get("exemplars", "per-query") if ec else "-", str(ec.get("limit") or ec.get("max_queries") or "-"), ", ".join(x.label for x in r.evaluations) or "none"]  # fmt: skip
 
 
 def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
     """One column group per run: base, tuned and Δ per setting, for each scoring rule; then the algorithmic
     overall rows."""
     blocks: list[tuple] = [("h", 2, "Runs side by side")]
-    head = ["run", "model", "preset", "tune seed", "steps", "final loss", "eval seed", "trials", "queries per task", "evaluations"]
+    head = ["run", "model", "preset", "tune seed", "steps", "final loss", "eval seed", "trials", "exemplars",
+            "queries per task", "evaluations"]
     blocks.append(("table", head, [_describe(r) for r in runs]))
     settings = settings_of([e for r in runs for e in r.evaluations])
     head = [c for r in runs for c in _columns(r)]
