@@ -152,3 +152,16 @@ def test_shared_exemplar_protocol(backend, data_dir, tmp_path):
     assert res["config"]["exemplars"] == "shared"
     with pytest.raises(EvalError, match="exemplar protocol"):
         _config(data_dir, tmp_path, exemplars="per-task")
+
+
+def test_symbol_pool_choice(backend, data_dir, tmp_path):
+    """--symbols tune draws the symbol settings' labels from the tuning pool (a diagnostic), heldout by default."""
+    from symtune.symbols import SymbolPool
+
+    held = {x for it in plan_icl(_config(data_dir, tmp_path, settings=["symbol"]), backend)[0] for x in it["labels"]}
+    tune = {x for it in plan_icl(_config(data_dir, tmp_path, settings=["symbol"], symbols="tune"), backend)[0]
+            for x in it["labels"]}
+    assert held <= SymbolPool("heldout").all() and tune <= SymbolPool("tune").all()
+    assert not tune & SymbolPool("heldout").all()  # the two pools are disjoint
+    with pytest.raises(EvalError, match="symbol pool"):
+        _config(data_dir, tmp_path, symbols="mine")

@@ -103,6 +103,7 @@ def _eval(args) -> int:
         seed=args.seed,
         trials=args.trials,
         exemplars=args.exemplars,
+        symbols=args.symbols,
         fmt=args.format,
         max_tokens=args.max_tokens,
         generate=not args.no_generate,
@@ -234,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"],
                     help="per-query: each query its own exemplar draw (the paper); shared: one draw per task and "
                          "trial for every query (HELM's; its prefix is scored once: many times cheaper)")
+    sp.add_argument("--symbols", default="heldout", choices=["heldout", "tune"],
+                    help="symbol pool of the symbol settings: heldout (the paper's; always for results) or tune (a "
+                         "diagnostic: does a tuned model read mappings made of the symbols it was tuned on?)")
     sp.add_argument("--format", default="input_output", help="input-label format")
     sp.add_argument("--max-tokens", type=int, help="prompt budget (default: the model's context, at most 2048)")
     sp.add_argument("--no-generate", action="store_true", help="rank classification only")

@@ -107,6 +107,7 @@ class EvalConfig:
     seed: int = 0
     trials: int = 1
     exemplars: str = "per-query"
+    symbols: str = "heldout"  # "tune": the tuning pool's symbols (a diagnostic for tuned models), never for results
     fmt: str = DEFAULT_EVAL_FORMAT
     max_tokens: int | None = None
     generate: bool = True
@@ -119,6 +120,8 @@ class EvalConfig:
         self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
         if self.exemplars not in EXEMPLAR_PROTOCOLS:
             raise EvalError(f"unknown exemplar protocol {self.exemplars!r}; choose from {', '.join(EXEMPLAR_PROTOCOLS)}")
+        if self.symbols not in ("heldout", "tune"):
+            raise EvalError(f"unknown symbol pool {self.symbols!r}; choose heldout (the default) or tune")
         if self.suite not in SUITES:
             raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
         for s in self.settings:
@@ -157,7 +160,7 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "eval", data_dir=config.data_dir)
     if not specs:
         raise EvalError(f"no evaluation tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
-    pool = SymbolPool("heldout")
+    pool = SymbolPool(config.symbols)
     budget = min(config.max_tokens or 2048, backend.max_length) - config.max_new_tokens
     n_queries = min(config.limit or config.max_queries, config.max_queries)
     items, report = [], {}

@@ -116,7 +116,7 @@ def data_fingerprint(data_dir: str | None) -> str | None:
 
 # Options added after stages were first keyed enter the key only when set away from their default, so
 # that stages made before they existed stay valid.
-KEY_NEUTRAL_DEFAULTS = {"exemplars": "per-query"}
+KEY_NEUTRAL_DEFAULTS = {"exemplars": "per-query", "symbols": "heldout"}
 
 
 def _key(*parts) -> str:
