@@ -223,16 +223,20 @@ def draw_episode(
             raise EpisodeError(f"task {name!r}: no exemplar of class {label!r} other than query {query}")
         chosen += picked
     _shuffle(rng, chosen)
-    # Drawn after the exemplars, from the same stream: every setting of a query shows the same exemplars,
-    # and the two symbol settings the same symbols.
+    return Episode(name, query, tuple(chosen), *_dress(task, setting, rng, pool, fmt), setting)
+
+
+def _dress(task: TaskData, setting: str, rng: random.Random, pool: SymbolPool | None,
+           fmt: str | Sequence[str]) -> tuple[dict[str, str], str, str | None]:
+    """(label mapping, format, instruction) of an episode, in Episode's order, drawn after its exemplars from
+    the same stream (the format first): every setting of a draw shows the same exemplars, and the two symbol
+    settings the same symbols."""
     if not isinstance(fmt, str) or fmt == "random":
         names = sorted(FORMATS if fmt == "random" else fmt)
         fmt = names[int(rng.random() * len(names))]
     get_format(fmt)
     st = get_setting(setting)
-    mapping = label_mapping(task.spec, st, rng, pool)
-    instruction = task.spec.instruction if st.instruction else None
-    return Episode(name, query, tuple(chosen), mapping, fmt, instruction, setting)
+    return label_mapping(task.spec, st, rng, pool), fmt, task.spec.instruction if st.instruction else None
 
 
 def draw_shared_episodes(
@@ -268,17 +272,11 @@ def draw_shared_episodes(
             raise EpisodeError(f"task {name!r}: no exemplar of class {label!r}")
         chosen += picked
     _shuffle(rng, chosen)
-    if not isinstance(fmt, str) or fmt == "random":
-        names = sorted(FORMATS if fmt == "random" else fmt)
-        fmt = names[int(rng.random() * len(names))]
-    get_format(fmt)
-    st = get_setting(setting)
-    mapping = label_mapping(task.spec, st, rng, pool)
-    instruction = task.spec.instruction if st.instruction else None
+    dress = _dress(task, setting, rng, pool, fmt)
     shown = {task.exemplar_inputs[i] for i in chosen}
     taken = set(chosen) if task.same_split else set()
     queries = [q for q in order if q not in taken and task.query_inputs[q] not in shown][:n_queries]
-    return [Episode(name, q, tuple(chosen), mapping, fmt, instruction, setting) for q in queries]
+    return [Episode(name, q, tuple(chosen), *dress, setting) for q in queries]
 
 
 def render(task: TaskData, ep: Episode) -> tuple[str, str]:
