@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from tune_vs_trl import matmul_peak  # bench/ is on the path when a bench runs as a script
 
 from symtune.episodes import (
     EVAL_SETTINGS,
@@ -73,15 +74,6 @@ def build_requests(data_dir: Path, n: int, seed: int = 0, exemplars: str = "per-
             out.append((prompt, [" " + ep.mapping[label] for label in task.spec.labels], completion))
         i += 1
     return out
-
-
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
 def body_params(model) -> int:
@@ -179,8 +171,7 @@ def main(argv=None):
     fig: dict = {"model": model_identity(args.model), "n_requests": len(reqs),
                  "n_candidates": sum(len(c) for _, c in reqs), "threads": args.threads, "torch": torch.__version__,
                  "chunks": args.chunks, "generate": args.generate, "exemplars": args.exemplars}
-    fig["matmul_peak_gflops"] = {"float32": matmul_peak(torch.float32) / 1e9,
-                                 "bfloat16": matmul_peak(torch.bfloat16) / 1e9}
+    fig["matmul_peak_gflops"] = {dt: matmul_peak("cpu", dt, 2048, seconds=1.0) / 1e9 for dt in ("float32", "bfloat16")}
 
     model, tok = load_model(args.model, dtype="float32")
     n_body, (n_vocab, n_hidden) = body_params(model), model.get_output_embeddings().weight.shape

@@ -5,7 +5,7 @@ architecture is honest for speed, since the work does not depend on the weights'
 the paper suite's, rendered with the real tokenizer, in both exemplar protocols:
 
     python bench/scoring_modes.py --data-dir PATH --save-requests reqs.json        # once, where the data is
-    python bench/scoring_modes.py --requests reqs.json --tokenizer TOKDIR --arch llama-1b --device cuda
+    python bench/scoring_modes.py --requests reqs.json --tokenizer TOKDIR --arch 1b --device cuda
 
 Modes, each over the same requests: `packed` (symtune's path: trees in rows, shared prefixes once),
 `padded` (every prompt + candidate as its own padded sequence in length-sorted batches, the LM head on the
@@ -23,25 +23,14 @@ import time
 from pathlib import Path
 
 import torch
-
-ARCHS = {  # real architectures' shapes (vocabulary: the tokenizer's)
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, rope_theta=100000.0),
-    "smollm2-360m": dict(hidden_size=960, intermediate_size=2560, num_hidden_layers=32, num_attention_heads=15,
-                         num_key_value_heads=5, rope_theta=100000.0),
-    "llama-1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                     num_key_value_heads=8, rope_theta=500000.0),
-    "llama-8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                     num_key_value_heads=8, rope_theta=500000.0),
-}
+from tune_vs_trl import SIZES, matmul_peak, random_llama_config  # bench/ is on the path when a bench runs
 
 
-def random_model(arch: str, vocab: int, dtype: torch.dtype, device: str):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def random_model(size: str, tok, dtype: torch.dtype, device: str):
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=4096, tie_word_embeddings=False,
-                      attn_implementation="sdpa", **ARCHS[arch])
+    cfg = random_llama_config(size, tok, tie_word_embeddings=False, attn_implementation="sdpa")
     with torch.device(device):
         return LlamaForCausalLM(cfg).to(dtype).eval()
 
@@ -76,19 +65,6 @@ class Padded:
         return out
 
 
-def peak_tflops(dtype: torch.dtype, device: str) -> float:
-    n = 8192 if device.startswith("cuda") else 2048
-    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
-    for _ in range(3):
-        a @ b
-    _sync(device)
-    t, reps = time.perf_counter(), 10
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
-
-
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -101,7 +77,7 @@ def main(argv=None):
     ap.add_argument("--n", type=int, default=120, help="requests per protocol")
     ap.add_argument("--requests", type=Path)
     ap.add_argument("--tokenizer", default="smollm2-135m", help="a tokenizer directory or a symtune model alias")
-    ap.add_argument("--arch", default="smollm2-135m", choices=sorted(ARCHS))
+    ap.add_argument("--arch", default="135m", choices=sorted(SIZES), help="a Llama shape (135m: SmolLM2-135M's)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
     ap.add_argument("--batch-size", type=int, default=32, help="padded baseline: sequences per forward")
@@ -112,9 +88,6 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     if args.save_requests:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
         from eval_vs_lm_eval import build_requests
 
         reqs = {proto: [(p, c) for p, c, _ in build_requests(args.data_dir, args.n, exemplars=proto)]
@@ -140,9 +113,9 @@ def main(argv=None):
     print(f"{args.arch} (random init) on {fig['gpu'] or args.device}, torch {torch.__version__}", flush=True)
     for dname in args.dtypes:
         dtype = getattr(torch, dname)
-        model = random_model(args.arch, len(tok), dtype, args.device)
+        model = random_model(args.arch, tok, dtype, args.device)
         body = sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n)
-        peak = peak_tflops(dtype, args.device)
+        peak = matmul_peak(args.device, dname, 8192 if args.device.startswith("cuda") else 2048, seconds=1.0) / 1e12
         packed = HFBackend(model, tok, row_tokens=args.row_tokens, batch_tokens=args.batch_tokens)
         naive = HFBackend(model, tok, naive=True)
         padded = Padded(model, tok, args.batch_size)

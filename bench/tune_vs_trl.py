@@ -38,7 +38,19 @@ SIZES = {  # Llama shapes: (hidden, intermediate, layers, heads, kv heads)
     "135m": (576, 1536, 30, 9, 3),
     "360m": (960, 2560, 32, 15, 5),
     "1b": (2048, 8192, 16, 32, 8),
+    "8b": (4096, 14336, 32, 32, 8),
 }
+
+
+def random_llama_config(size: str, tok, **kw):
+    """A Llama of one of SIZES' shapes on the tokenizer's vocabulary (randomly initialised by its user)."""
+    from transformers import LlamaConfig
+
+    h, i, n_layers, heads, kv = SIZES[size]
+    return LlamaConfig(hidden_size=h, intermediate_size=i, num_hidden_layers=n_layers, num_attention_heads=heads,
+                       num_key_value_heads=kv, vocab_size=len(tok), max_position_embeddings=4096,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+                       **kw)
 
 
 def parse_kv(items: list[str]) -> dict:
@@ -206,16 +218,12 @@ def ensure_model(args, workdir: Path) -> str:
     if not args.random_init:
         return args.model
     import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer, LlamaForCausalLM
 
     d = workdir / f"random-llama-{args.random_init}"
     if not (d / "config.json").is_file():
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
-        h, i, n_layers, heads, kv = SIZES[args.random_init]
-        cfg = LlamaConfig(hidden_size=h, intermediate_size=i, num_hidden_layers=n_layers, num_attention_heads=heads,
-                          num_key_value_heads=kv, vocab_size=len(tok), max_position_embeddings=4096,
-                          tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
-                          pad_token_id=tok.pad_token_id)
+        cfg = random_llama_config(args.random_init, tok, tie_word_embeddings=True)
         torch.manual_seed(0)
         LlamaForCausalLM(cfg).save_pretrained(d)
         tok.save_pretrained(d)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 
 from . import __version__
@@ -82,7 +81,7 @@ def _mixture(args) -> int:
 
 
 def _eval(args) -> int:
-    from .evaluate import EvalConfig, evaluate, format_results
+    from .evaluate import EvalConfig, evaluate, format_results, processes
 
     config = EvalConfig(
         model=args.model,
@@ -110,7 +109,7 @@ def _eval(args) -> int:
         max_new_tokens=args.max_new_tokens,
     )
     results = evaluate(config, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) == 0:  # under `accelerate launch`, the main process reports
+    if processes().main:  # under `accelerate launch`, the main process reports
         print(format_results(results))
         print(f"results: {config.out}/results.json, samples: {config.out}/samples.jsonl")
     return 0

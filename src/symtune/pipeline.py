@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -114,9 +114,9 @@ def data_fingerprint(data_dir: str | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
-# Options added after stages were first keyed enter the key only when set away from their default, so
-# that stages made before they existed stay valid.
-KEY_NEUTRAL_DEFAULTS = {"exemplars": "per-query", "symbols": "heldout"}
+# Evaluation options added after stages were first keyed enter the key only when set away from their
+# default, so that stages made before they existed stay valid.
+KEY_NEUTRAL = ("exemplars", "symbols")
 
 
 def _key(*parts) -> str:
@@ -185,8 +185,9 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     launch = tune_opts.pop("launch", None)  # how many processes does not change the result: not in the key
     keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
     eval_base_cfg = _eval_config(config, config.model, Path("."))
+    defaults = {f.name: f.default for f in fields(eval_base_cfg)}
     eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")
-                 and not (k in KEY_NEUTRAL_DEFAULTS and v == KEY_NEUTRAL_DEFAULTS[k])}
+                 and not (k in KEY_NEUTRAL and v == defaults[k])}
     eval_opts["data_dir"] = data
     keys["eval_base"] = _key("eval", base_id, eval_opts)
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
@@ -275,17 +276,11 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
 
 def _launch_tune(launch: list, model: str, mixture: str, out: str, *, say, **kwargs) -> None:
-    """The tuning stage as `accelerate launch <launch...> -m symtune.tune ...` (several GPUs or processes);
-    `launch` is the list of accelerate's own arguments, e.g. [--config_file, fsdp2.yaml, --num_processes, 8]."""
+    """The tuning stage as `accelerate launch <launch...> -m symtune.tune ...` (several GPUs or processes)."""
     from .tune.cli import tune_argv
 
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", "symtune.tune",
-           *tune_argv(model, mixture, out, **kwargs)]  # fmt: skip
-    say("  " + shlex.join(cmd))
-    rc = subprocess.run(cmd).returncode
-    if rc != 0:
-        raise PipelineError(f"tuning under accelerate launch failed (exit status {rc}); see its output above. "
-                            "Rerunning `symtune run` resumes it from its last checkpoint.")
+    _accelerate(launch, ["symtune.tune", *tune_argv(model, mixture, out, **kwargs)], "tuning",
+                "resumes it from its last checkpoint", say)
 
 
 def _launch_eval(launch: list, cfg, *, say) -> dict:
@@ -294,14 +289,20 @@ def _launch_eval(launch: list, cfg, *, say) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "eval_config.json", json.dumps(asdict(cfg), indent=1))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", "symtune.evaluate",
-           str(out / "eval_config.json")]
+    _accelerate(launch, ["symtune.evaluate", str(out / "eval_config.json")], "evaluation", "resumes it from its cache",
+                say)
+    return json.loads((out / "results.json").read_text())
+
+
+def _accelerate(launch: list, module_args: list[str], what: str, resume: str, say) -> None:
+    """`accelerate launch <launch...> -m <module_args...>`; `launch` is the list of accelerate's own arguments,
+    e.g. [--config_file, fsdp2, --num_processes, 8]."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", *module_args]
     say("  " + shlex.join(cmd))
     rc = subprocess.run(cmd).returncode
     if rc != 0:
-        raise PipelineError(f"evaluation under accelerate launch failed (exit status {rc}); see its output above. "
-                            "Rerunning `symtune run` resumes it from its cache.")
-    return json.loads((out / "results.json").read_text())
+        raise PipelineError(f"{what} under accelerate launch failed (exit status {rc}); see its output above. "
+                            f"Rerunning `symtune run` {resume}.")
 
 
 def _run_eta(config: RunConfig, tune_opts: dict, eval_cfg, pending: list[str], say) -> RunEta:

@@ -92,6 +92,11 @@ class HFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    def _check_room(self, n_prompt: int, max_new: int) -> None:
+        if n_prompt + max_new > self.max_length:
+            raise PromptTooLongError(f"prompt of {n_prompt} tokens + {max_new} new tokens exceeds the model's "
+                                     f"context of {self.max_length}")
+
     def _empty_prompt_id(self) -> int:
         eos = self.tokenizer.eos_token_id
         return eos if eos is not None else self.pad_id
@@ -230,9 +235,8 @@ class HFBackend:
         want_greedy = max_new is not None
         for r, (prompt, cands) in enumerate(requests):
             pl = self._plan(prompt, list(cands))
-            if want_greedy and len(pl.prompt_ids) + max_new > self.max_length:
-                raise PromptTooLongError(f"prompt of {len(pl.prompt_ids)} tokens + {max_new} new tokens exceeds the "
-                                         f"model's context of {self.max_length}")
+            if want_greedy:
+                self._check_room(len(pl.prompt_ids), max_new)
             if pl.cached or want_greedy:
                 trees.append(Tree(pl.prompt_ids, [c if want_greedy else c[:-1] for _, c in pl.cached]))
                 jobs.append(_Job(r, [k for k, _ in pl.cached], [c for _, c in pl.cached], want_greedy))
@@ -397,9 +401,7 @@ class HFBackend:
         stop = [s for s in stop or [] if s]
         enc = [self.encode(p) or [self._empty_prompt_id()] for p in prompts]
         for e in enc:
-            if len(e) + max_new_tokens > self.max_length:
-                raise PromptTooLongError(f"prompt of {len(e)} tokens + {max_new_tokens} new tokens exceeds the "
-                                         f"model's context of {self.max_length}")
+            self._check_room(len(e), max_new_tokens)
         res: list[str | None] = [None] * len(prompts)
         order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
         bs = max(1, self.batch_size)
