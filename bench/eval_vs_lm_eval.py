@@ -149,7 +149,7 @@ def main(argv=None):
     ap.add_argument("--chunks", type=int, default=6,
                     help="the requests are timed in this many chunks, the runners alternating, so that both see "
                          "the same machine load")
-    ap.add_argument("--batch-size", type=int, default=8, help="symtune prompts per forward")
+    ap.add_argument("--batch-size", type=int, default=8, help="symtune: prompts per generate() batch (packed scoring sizes its batches in tokens)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--skip-bf16", action="store_true")
