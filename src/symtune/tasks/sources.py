@@ -147,7 +147,8 @@ def _read_hub(spec: TaskSpec, split: str) -> tuple[list[tuple[str, dict]], str]:
         raise TaskError(f"task {spec.name!r} has no local copy and the Hugging Face hub {why}; pass --data-dir PATH "
                         "with local copies of the tasks (tasks/<name>/task.json + <split>.jsonl, see the README)")
     try:
-        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split])
+        extra = {"revision": hub.revision} if hub.revision else {}
+        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split], **extra)
     except Exception as e:  # network, auth, missing config: all end here
         raise TaskError(
             f"task {spec.name!r}: cannot load {hub.path} ({hub.name}) split {hub.splits[split]} from the hub: {e}. "
@@ -172,7 +173,7 @@ def _read_hub(spec: TaskSpec, split: str) -> tuple[list[tuple[str, dict]], str]:
         if lost:
             raise TaskError(f"task {spec.name!r}: no {hub.path} {hub.splits[split]} row maps to label(s) {lost}; "
                             f"check label_column/label_values in {spec.origin}")
-    return rows, f"hf://{hub.path}/{hub.name or ''}@{getattr(ds, '_fingerprint', '')}", unmapped
+    return rows, f"hf://{hub.path}/{hub.name or ''}@{hub.revision + ':' if hub.revision else ''}{getattr(ds, '_fingerprint', '')}", unmapped
 
 
 def _validate(spec: TaskSpec, split: str, raw: list[tuple[str, dict]], source: str, sha: str) -> Rows:

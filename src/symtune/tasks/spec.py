@@ -27,6 +27,7 @@ class HubSource:
     label_column: str = "label"
     label_values: dict[Any, str] = field(default_factory=dict)  # hub label value -> label name
     input_fields: list[str] | None = None  # when the hub has fewer fields than the local copy
+    revision: str | None = None  # e.g. "refs/convert/parquet" for repos that still ship a loading script
 
 
 @dataclass(frozen=True)
