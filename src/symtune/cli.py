@@ -50,26 +50,10 @@ def _count_lines(d, split) -> int:
 
 
 def _mixture(args) -> int:
+    from .flags import given_options
     from .mixture import MixtureConfig, build_mixture
 
-    config = MixtureConfig(
-        data_dir=args.data_dir,
-        tasks=args.tasks,
-        max_per_task=args.max_per_task,
-        k_min=args.k_min,
-        k_max=args.k_max,
-        formats=args.formats,
-        symbol_categories=args.symbol_categories,
-        num_symbols=args.num_symbols,
-        max_tokens=None if args.max_tokens == 0 else args.max_tokens,
-        tokenizer=None if args.tokenizer == "none" else args.tokenizer,
-        seed=args.seed,
-        instruction_data=args.instruction_data,
-        symbol_fraction=args.symbol_fraction,
-        exclude_tasks=args.exclude_tasks,
-        labels=args.labels,
-        natural_fraction=args.natural_fraction,
-    )
+    config = MixtureConfig(**given_options(args, MixtureConfig))
     manifest = build_mixture(config, args.out, overwrite=args.overwrite, progress=not args.quiet)
     rows = []
     for task, info in manifest["tasks"].items():
@@ -82,32 +66,11 @@ def _mixture(args) -> int:
 
 def _eval(args) -> int:
     from .evaluate import EvalConfig, evaluate, format_results, processes
+    from .flags import given_options
 
-    config = EvalConfig(
-        model=args.model,
-        out=args.out or f"runs/eval-{args.model.rstrip('/').split('/')[-1]}",
-        adapter=args.adapter,
-        server=args.server,
-        api_key=args.api_key,
-        dtype=args.dtype,
-        device=args.device,
-        batch_size=args.batch_size,
-        suite=args.suite,
-        tasks=args.tasks,
-        settings=args.settings,
-        data_dir=args.data_dir,
-        max_queries=args.max_queries,
-        limit=args.limit,
-        k=args.k,
-        seed=args.seed,
-        trials=args.trials,
-        exemplars=args.exemplars,
-        symbols=args.symbols,
-        fmt=args.format,
-        max_tokens=args.max_tokens,
-        generate=not args.no_generate,
-        max_new_tokens=args.max_new_tokens,
-    )
+    options = given_options(args, EvalConfig)
+    options.setdefault("out", f"runs/eval-{options.get('model', EvalConfig.model).rstrip('/').split('/')[-1]}")
+    config = EvalConfig(**options)
     results = evaluate(config, progress=not args.quiet)
     if processes().main:  # under `accelerate launch`, the main process reports
         print(format_results(results))
@@ -115,15 +78,18 @@ def _eval(args) -> int:
     return 0
 
 
+EXPORT_OPTIONS = ("tasks", "settings", "data_dir", "max_queries", "limit", "k", "seed", "exemplars", "fmt", "max_tokens")
+
+
 def _export(args) -> int:
     from .evaluate import EvalConfig, TokenCounter, plan_icl
     from .export import export_lm_eval
+    from .flags import given_options
     from .models import load_tokenizer
 
-    config = EvalConfig(suite="icl", tasks=args.tasks, settings=args.settings, data_dir=args.data_dir,
-                        max_queries=args.max_queries, limit=args.limit, k=args.k, seed=args.seed, fmt=args.format,
-                        exemplars=args.exemplars)
-    items, _ = plan_icl(config, TokenCounter(load_tokenizer(args.tokenizer), args.max_tokens))
+    config = EvalConfig(suite="icl", **given_options(args, EvalConfig, only=EXPORT_OPTIONS))
+    tokens = TokenCounter(load_tokenizer(args.tokenizer), config.max_tokens or 2048)
+    items, _ = plan_icl(config, tokens)
     names = export_lm_eval(items, args.out)
     print(f"{len(names)} lm-eval tasks (group 'symtune') -> {args.out}")
     print(f"run: lm_eval --model hf --model_args pretrained=MODEL --include_path {args.out} --tasks symtune")
@@ -172,6 +138,10 @@ def _configs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import EvalConfig
+    from .flags import add_flags
+    from .mixture import MixtureConfig
+
     p = argparse.ArgumentParser(prog="symtune", description=__doc__)
     p.add_argument("--version", action="version", version=f"symtune {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="log details")
@@ -188,77 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_tasks)
 
     sp = sub.add_parser("mixture", help="build a symbol-tuning mixture")
-    data_args(sp)
     sp.add_argument("--out", required=True, help="output directory")
-    sp.add_argument("--tasks", nargs="+", help="task names (default: every tune-role task available)")
-    sp.add_argument("--max-per-task", type=int, default=25_000)
-    sp.add_argument("--k-min", type=int, default=2, help="fewest exemplars per class")
-    sp.add_argument("--k-max", type=int, default=10, help="most exemplars per class")
-    sp.add_argument("--formats", nargs="+", help="input-label formats to draw from (default: all)")
-    sp.add_argument("--symbol-categories", nargs="+", default=["integers", "letters", "words"])
-    sp.add_argument("--num-symbols", type=int, help="distinct tuning symbols (ablation: 30, 300, 3000, 30000)")
-    sp.add_argument("--max-tokens", type=int, default=2048, help="token budget per prompt+target (0: none)")
-    sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer counting the budget ('none': no budget)")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--instruction-data", help="instruction-tuning data to mix in (file or hub id)")
-    sp.add_argument("--symbol-fraction", type=float, default=1.0, help="share of symbol prompts when mixing")
-    sp.add_argument("--exclude-tasks", nargs="+", help="tasks to leave out (e.g. a validation suite)")
-    sp.add_argument("--labels", default="symbol", choices=["symbol", "natural", "random"],
-                    help="symbol: symbol tuning; controls: natural (instruction + natural labels), random (inconsistent symbols)")
-    sp.add_argument("--natural-fraction", type=float, default=0.0,
-                    help="share of prompts kept with instruction and natural labels (mixed into symbol tuning)")
+    add_flags(sp, MixtureConfig)
     sp.add_argument("--overwrite", action="store_true")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_mixture)
 
-    from .episodes import EVAL_SETTINGS
-
     sp = sub.add_parser("eval", help="measure a model's in-context learning (the paper's suite)")
-    data_args(sp)
-    sp.add_argument("--model", default="smollm2-135m", help="alias, hub id, local dir or .gguf file")
-    sp.add_argument("--adapter", help="PEFT adapter directory")
-    sp.add_argument("--server", help="OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
-    sp.add_argument("--api-key")
-    sp.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"],
-                    help="auto: bfloat16 where it is native (CUDA bf16, a CPU with AVX512-BF16/AMX), else float32")
-    sp.add_argument("--device", default="cpu")
-    sp.add_argument("--batch-size", type=int, default=8)
-    sp.add_argument("--suite", default="paper", choices=["paper", "icl", "algorithmic"])
-    sp.add_argument("--tasks", nargs="+", help="evaluation tasks (default: the 11 held-out tasks)")
-    sp.add_argument("--settings", nargs="+", default=list(EVAL_SETTINGS), choices=list(EVAL_SETTINGS))
-    sp.add_argument("--max-queries", type=int, default=100, help="queries per task (the paper: 100)")
-    sp.add_argument("--limit", type=int, help="evaluate only the first N of each task's queries")
-    sp.add_argument("--k", type=int, default=4, help="exemplars per class")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--trials", type=int, default=1, help="independent exemplar draws (error bars)")
-    sp.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"],
-                    help="per-query: each query its own exemplar draw (the paper); shared: one draw per task and "
-                         "trial for every query (HELM's; its prefix is scored once: many times cheaper)")
-    sp.add_argument("--symbols", default="heldout", choices=["heldout", "tune"],
-                    help="symbol pool of the symbol settings: heldout (the paper's; always for results) or tune (a "
-                         "diagnostic: does a tuned model read mappings made of the symbols it was tuned on?)")
-    sp.add_argument("--format", default="input_output", help="input-label format")
-    sp.add_argument("--max-tokens", type=int, help="prompt budget (default: the model's context, at most 2048)")
-    sp.add_argument("--no-generate", action="store_true", help="rank classification only")
-    sp.add_argument("--max-new-tokens", type=int, default=8)
+    add_flags(sp, EvalConfig, skip=("out",))
     sp.add_argument("--out", help="output directory (default runs/eval-<model>)")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_eval)
 
     sp = sub.add_parser("export", help="export the evaluation suite for another harness")
     sp.add_argument("harness", choices=["lm-eval"])
-    data_args(sp)
-    sp.add_argument("--tasks", nargs="+")
-    sp.add_argument("--settings", nargs="+", default=list(EVAL_SETTINGS), choices=list(EVAL_SETTINGS))
-    sp.add_argument("--max-queries", type=int, default=100)
-    sp.add_argument("--limit", type=int)
-    sp.add_argument("--k", type=int, default=4)
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"])
-    sp.add_argument("--format", default="input_output")
-    sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer for the prompt budget")
-    sp.add_argument("--max-tokens", type=int, default=2048)
-    sp.add_argument("--out", required=True)
+    add_flags(sp, EvalConfig, only=EXPORT_OPTIONS)
+    sp.add_argument("--tokenizer", default="smollm2-135m", help="tokenizer counting the prompt budget (default: smollm2-135m)")
+    sp.add_argument("--out", required=True, help="output directory of the lm-eval task files")
     sp.set_defaults(func=_export)
 
     from .tune import add_tune_parser

@@ -31,6 +31,7 @@ from .episodes import (
     query_order,
     render,
 )
+from .flags import option
 from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize
 from .provenance import package_versions
@@ -40,6 +41,8 @@ from .tasks import load_catalogue, select_tasks
 
 SUITES = ("paper", "icl", "algorithmic")
 EXEMPLAR_PROTOCOLS = ("per-query", "shared")
+SYMBOL_POOLS = ("heldout", "tune")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
 # Queries per scoring call, cut from the plan in order: the cache is written after each, and with several
 # processes each takes every n-th chunk. A chunk is scored the same way whichever process scores it, so the
 # numbers do not depend on the number of processes.
@@ -89,29 +92,36 @@ class EvalConfig:
     generation. out: the output directory (results.json, samples.jsonl, cache.jsonl).
     """
 
-    model: str = "smollm2-135m"
-    out: str = "runs/eval"
-    adapter: str | None = None
-    server: str | None = None
-    api_key: str | None = None
-    dtype: str = "float32"
-    device: str = "cpu"
-    batch_size: int = 8
-    suite: str = "paper"
-    tasks: list[str] | None = None
-    settings: list[str] = field(default_factory=lambda: list(EVAL_SETTINGS))
-    data_dir: str | None = None
-    max_queries: int = 100
-    limit: int | None = None
-    k: int = 4
-    seed: int = 0
-    trials: int = 1
-    exemplars: str = "per-query"
-    symbols: str = "heldout"  # "tune": the tuning pool's symbols (a diagnostic for tuned models), never for results
-    fmt: str = DEFAULT_EVAL_FORMAT
-    max_tokens: int | None = None
-    generate: bool = True
-    max_new_tokens: int = 8
+    model: str = option("smollm2-135m", "alias (smollm2-135m, gemma3-270m), hub id, local dir or .gguf file")
+    out: str = option("runs/eval", "output directory (results.json, samples.jsonl, cache files)")
+    adapter: str | None = option(None, "PEFT adapter directory")
+    server: str | None = option(None, "OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
+    api_key: str | None = option(None, "the server's API key")
+    dtype: str = option("float32", "auto: bfloat16 where it is native (CUDA bf16, a CPU with AVX512-BF16/AMX), else "
+                                   "float32", choices=DTYPES)
+    device: str = option("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    batch_size: int = option(8, "prompts per scoring batch (the packed engine plans by tokens)")
+    suite: str = option("paper", "paper: the 11 held-out tasks in every setting + the algorithmic suite; icl: the "
+                                 "tasks only; algorithmic", choices=SUITES)
+    tasks: list[str] | None = option(None, "evaluation tasks (default: the 11 held-out tasks)")
+    settings: list[str] = option(list(EVAL_SETTINGS), "prompt settings", choices=EVAL_SETTINGS)
+    data_dir: str | None = option(None, "local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; "
+                                        "default: the hub)")
+    max_queries: int = option(100, "queries per task (the paper: 100)")
+    limit: int | None = option(None, "evaluate only the first N of each task's queries (the same seeded order)")
+    k: int = option(4, "exemplars per class")
+    seed: int = option(0, "seed of the query order and the exemplar draws")
+    trials: int = option(1, "independent exemplar draws (error bars)")
+    exemplars: str = option("per-query", "per-query: each query its own exemplar draw (the paper); shared: one draw per "
+                                         "task and trial for every query (HELM's; its prefix is scored once: many "
+                                         "times cheaper)", choices=EXEMPLAR_PROTOCOLS)
+    symbols: str = option("heldout", "symbol pool of the symbol settings: heldout (the paper's; always for results) or "
+                                     "tune (a diagnostic: does a tuned model read mappings made of the symbols it was "
+                                     "tuned on?)", choices=SYMBOL_POOLS)
+    fmt: str = option(DEFAULT_EVAL_FORMAT, "input-label format", flag="format")
+    max_tokens: int | None = option(None, "prompt budget (default: the model's context, at most 2048)")
+    generate: bool = option(True, "also score greedy generation (--no-generate: rank classification only)")
+    max_new_tokens: int = option(8, "greedy tokens generated per query")
     algorithmic: dict = field(default_factory=dict)  # arguments of build_algorithmic_requests (limit, settings, ...)
 
     def __post_init__(self):
@@ -120,7 +130,7 @@ class EvalConfig:
         self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
         if self.exemplars not in EXEMPLAR_PROTOCOLS:
             raise EvalError(f"unknown exemplar protocol {self.exemplars!r}; choose from {', '.join(EXEMPLAR_PROTOCOLS)}")
-        if self.symbols not in ("heldout", "tune"):
+        if self.symbols not in SYMBOL_POOLS:
             raise EvalError(f"unknown symbol pool {self.symbols!r}; choose heldout (the default) or tune")
         if self.suite not in SUITES:
             raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")

@@ -12,7 +12,7 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -27,6 +27,7 @@ from .episodes import (
     query_order,
     render,
 )
+from .flags import option
 from .formats import FORMATS, get_format, render_prompt
 from .provenance import file_sha256, package_versions
 from .symbols import CATEGORIES, SymbolPool
@@ -64,22 +65,25 @@ class MixtureConfig:
         prompts of the same tasks (an offline stand-in for the paper's instruction-data mix).
     """
 
-    data_dir: str | None = None
-    tasks: list[str] | None = None
-    max_per_task: int = 25_000
-    k_min: int = 2
-    k_max: int = 10
-    formats: list[str] | None = None
-    symbol_categories: list[str] = field(default_factory=lambda: list(CATEGORIES))
-    num_symbols: int | None = None
-    max_tokens: int | None = 2048
-    tokenizer: str | None = "smollm2-135m"
-    seed: int = 0
-    instruction_data: str | None = None
-    symbol_fraction: float = 1.0
-    exclude_tasks: list[str] | None = None
-    labels: str = "symbol"
-    natural_fraction: float = 0.0
+    data_dir: str | None = option(None, "local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; a user "
+                                        "task is a directory there; default: the hub)")
+    tasks: list[str] | None = option(None, "task names (default: every tune-role task available)")
+    max_per_task: int = option(25_000, "at most this many prompts per task")
+    k_min: int = option(2, "fewest exemplars per class")
+    k_max: int = option(10, "most exemplars per class")
+    formats: list[str] | None = option(None, "input-label formats to draw from (default: all ten)")
+    symbol_categories: list[str] = option(list(CATEGORIES), "symbol categories of the tuning pool")
+    num_symbols: int | None = option(None, "distinct tuning symbols (ablation: 30, 300, 3000, 30000; default: all)")
+    max_tokens: int | None = option(2048, "token budget per prompt+target (none: no budget)")
+    tokenizer: str | None = option("smollm2-135m", "tokenizer counting the budget (none: no budget)")
+    seed: int = option(0, "seed of every draw")
+    instruction_data: str | None = option(None, "instruction-tuning data to mix in (file or hub id)")
+    symbol_fraction: float = option(1.0, "share of symbol prompts when mixing in instruction data")
+    exclude_tasks: list[str] | None = option(None, "tasks to leave out (e.g. a validation suite)")
+    labels: str = option("symbol", "symbol: symbol tuning; the paper's controls: natural (instruction + natural "
+                                   "labels), random (inconsistent symbols)", choices=LABEL_MODES)
+    natural_fraction: float = option(0.0, "share of prompts kept with instruction and natural labels (mixed into "
+                                          "symbol tuning)")
 
     def __post_init__(self):
         if self.labels not in LABEL_MODES:

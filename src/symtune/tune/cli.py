@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from ..flags import add_flags, given_options
 from .config import PRESETS, TuneConfig, _check_names
 
 _REQUIRED = ("model", "mixture", "out")
@@ -23,11 +24,6 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _flag_type(annotation: str):
-    base = annotation.replace(" | None", "")
-    return {"int": int, "float": float, "str": str}.get(base)
-
-
 def add_tune_parser(subparsers) -> argparse.ArgumentParser:
     sp = subparsers.add_parser("tune", help="symbol-tune a model on a mixture (TRL SFT; full or LoRA)",
                                description="Symbol-tune a model on a mixture.", epilog=EPILOG,
@@ -36,19 +32,7 @@ def add_tune_parser(subparsers) -> argparse.ArgumentParser:
                     help=f"{' or '.join(PRESETS)} or a YAML file of TuneConfig fields (default: cpu-small)")
     sp.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in --out")
     sp.add_argument("--overwrite", action="store_true", help="delete a previous run in --out and start over")
-    for f in fields(TuneConfig):
-        if f.name in _NOT_FLAGS:
-            continue
-        flag = _flag(f.name)
-        help_ = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help
-        if f.name in _REQUIRED:
-            sp.add_argument(flag, required=True, help=help_)
-        elif f.type == "bool":
-            sp.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        elif f.type.startswith("list["):
-            sp.add_argument(flag, nargs="+", default=None, help=help_)
-        else:
-            sp.add_argument(flag, type=_flag_type(f.type), default=None, choices=f.metadata.get("choices"), help=help_)
+    add_flags(sp, TuneConfig, skip=_NOT_FLAGS, required=_REQUIRED, defaults=False)  # defaults: the preset's first
     sp.set_defaults(func=run_tune)
     return sp
 
@@ -77,8 +61,7 @@ def tune_argv(model: str, mixture: str, out: str, *, preset: str = "cpu-small", 
 def run_tune(args) -> int:
     from .recipe import tune
 
-    options = {f.name: getattr(args, f.name) for f in fields(TuneConfig)
-               if f.name not in _NOT_FLAGS + _REQUIRED and getattr(args, f.name, None) is not None}
+    options = given_options(args, TuneConfig, skip=_NOT_FLAGS + _REQUIRED)
     summary = tune(args.model, args.mixture, args.out, preset=args.preset, resume=args.resume,
                    overwrite=args.overwrite, **options)
     if summary:  # empty on the non-main processes of a multi-process run

@@ -7,7 +7,7 @@ Resolution order: the dataclass defaults, then the preset, then explicit overrid
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ..configs import read_yaml_mapping, unknown_names
+from ..flags import option
 
 PRESETS = ("cpu-small", "paper")
 OPTIMIZERS = ("adamw", "adafactor")
@@ -26,72 +27,66 @@ class TuneError(ValueError):
     """A tuning run that cannot start or continue as asked; the message says what to do."""
 
 
-def _f(default, help: str, **kw):
-    """A dataclass field whose help text is its docstring (shown by `symtune tune --help`)."""
-    if isinstance(default, list):
-        return field(default_factory=lambda d=default: list(d), metadata={"help": help, **kw})
-    return field(default=default, metadata={"help": help, **kw})
-
 
 @dataclass
 class TuneConfig:
     """Everything that decides a tuning run. Field help texts are the documentation."""
 
-    model: str = _f("", "base model: alias (smollm2-135m), hub id, local directory or .gguf file")
-    mixture: str = _f("", "mixture directory written by `symtune mixture` (manifest.json, records.jsonl, dataset/)")
-    out: str = _f("", "output directory (model or adapter, merged model, logs, checkpoints, model card)")
-    preset: str | None = _f(None, "preset the values came from (cpu-small, paper or a YAML path)")
-    seed: int = _f(0, "seed for data order, LoRA init and dropout")
+    model: str = option("", "base model: alias (smollm2-135m), hub id, local directory or .gguf file")
+    mixture: str = option("", "mixture directory written by `symtune mixture` (manifest.json, records.jsonl, dataset/)")
+    out: str = option("", "output directory (model or adapter, merged model, logs, checkpoints, model card)")
+    preset: str | None = option(None, "preset the values came from (cpu-small, paper or a YAML path)")
+    seed: int = option(0, "seed for data order, LoRA init and dropout")
 
     # optimisation
-    optimizer: str = _f("adamw", "optimizer for full fine-tuning: adamw or adafactor", choices=OPTIMIZERS)
-    learning_rate: float = _f(2e-5, "peak learning rate for full fine-tuning")
-    lr_scheduler: str = _f("constant_with_warmup", "learning-rate schedule", choices=SCHEDULERS)
-    warmup_steps: int = _f(5, "linear warm-up steps")
-    weight_decay: float = _f(0.0, "decoupled weight decay")
-    max_grad_norm: float = _f(1.0, "gradient clipping norm (0: off)")
-    max_steps: int = _f(40, "optimizer steps; the mixture is repeated if it runs out")
-    batch_size: int = _f(4, "sequences per optimizer step over all processes (packed sequences when packing)")
-    micro_batch_size: int = _f(1, "sequences per forward pass on one process; the rest is gradient accumulation")
+    optimizer: str = option("adamw", "optimizer for full fine-tuning: adamw or adafactor", choices=OPTIMIZERS)
+    learning_rate: float = option(2e-5, "peak learning rate for full fine-tuning")
+    lr_scheduler: str = option("constant_with_warmup", "learning-rate schedule", choices=SCHEDULERS)
+    warmup_steps: int = option(5, "linear warm-up steps")
+    weight_decay: float = option(0.0, "decoupled weight decay")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0: off)")
+    max_steps: int = option(40, "optimizer steps; the mixture is repeated if it runs out")
+    batch_size: int = option(4, "sequences per optimizer step over all processes (packed sequences when packing)")
+    micro_batch_size: int = option(1, "sequences per forward pass on one process; the rest is gradient accumulation")
 
     # lengths and packing
-    max_input_tokens: int = _f(2048, "prompts longer than this (in tokens) are dropped and counted")
-    max_target_tokens: int = _f(512, "targets longer than this (EOS included) are dropped and counted")
-    packing: bool = _f(True, "pack several examples into one sequence, without attention across them")
-    pack_length: int | None = _f(None, "tokens per packed sequence (default: max_input_tokens + max_target_tokens)")
-    max_examples: int | None = _f(None, "use only the first N records of the mixture (quick runs, benchmarks)")
+    max_input_tokens: int = option(2048, "prompts longer than this (in tokens) are dropped and counted")
+    max_target_tokens: int = option(512, "targets longer than this (EOS included) are dropped and counted")
+    packing: bool = option(True, "pack several examples into one sequence, without attention across them")
+    pack_length: int | None = option(None, "tokens per packed sequence (default: max_input_tokens + max_target_tokens)")
+    max_examples: int | None = option(None, "use only the first N records of the mixture (quick runs, benchmarks)")
 
     # LoRA
-    lora: bool = _f(False, "train a LoRA adapter instead of all weights")
-    lora_r: int = _f(16, "LoRA rank")
-    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = _f(0.05, "LoRA dropout")
-    lora_target_modules: list[str] = _f(["all-linear"], "modules that get adapters ('all-linear' or names like q_proj)")
-    lora_optimizer: str = _f("adamw", "optimizer used instead of `optimizer` when lora is on", choices=OPTIMIZERS)
-    lora_learning_rate: float = _f(2e-4, "learning rate used instead of `learning_rate` when lora is on")
-    merge_lora: bool = _f(True, "also write the base model with the adapter merged in (loadable without peft)")
+    lora: bool = option(False, "train a LoRA adapter instead of all weights")
+    lora_r: int = option(16, "LoRA rank")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = option(0.05, "LoRA dropout")
+    lora_target_modules: list[str] = option(["all-linear"], "modules that get adapters ('all-linear' or names like q_proj)")
+    lora_optimizer: str = option("adamw", "optimizer used instead of `optimizer` when lora is on", choices=OPTIMIZERS)
+    lora_learning_rate: float = option(2e-4, "learning rate used instead of `learning_rate` when lora is on")
+    merge_lora: bool = option(True, "also write the base model with the adapter merged in (loadable without peft)")
 
     # precision and speed
-    precision: str = _f("auto", "auto (bf16-mixed on GPUs that support it, else fp32), fp32, bf16-mixed, bf16",
+    precision: str = option("auto", "auto (bf16-mixed on GPUs that support it, else fp32), fp32, bf16-mixed, bf16",
                         choices=PRECISIONS)
-    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass (less memory, ~30% slower)")
-    attn_implementation: str | None = _f(None, "attention kernel (sdpa, eager, flash_attention_2, ...); None: sdpa")
-    dataloader_workers: int = _f(0, "data loader worker processes")
+    gradient_checkpointing: bool = option(False, "recompute activations in the backward pass (less memory, ~30% slower)")
+    attn_implementation: str | None = option(None, "attention kernel (sdpa, eager, flash_attention_2, ...); None: sdpa")
+    dataloader_workers: int = option(0, "data loader worker processes")
 
     # checkpoints, logs, evaluation
-    save_steps: int = _f(20, "write a checkpoint every N steps (0: only the final model)")
-    save_total_limit: int = _f(2, "keep at most this many checkpoints")
-    keep_checkpoints: bool = _f(True, "keep checkpoints after a successful run (to train on with --resume and more steps)")
-    logging_steps: int = _f(1, "log loss and throughput every N steps")
-    eval_every: int = _f(0, "evaluate in-context learning every N steps (0: off); a small fixed slice, see eval_*")
-    eval_data_dir: str | None = _f(None, "data directory of the evaluation tasks for the hook (None: the hub)")
-    eval_tasks: list[str] | None = _f(None, "evaluation tasks for the hook (None: the paper's 11 held-out tasks)")
-    eval_settings: list[str] = _f(["symbol", "flipped"], "settings for the hook: held-out symbols, flipped labels")
-    eval_limit: int = _f(8, "queries per task and setting for the hook (the same ones at every call)")
-    report_to: list[str] = _f(["none"], "extra trainer loggers: tensorboard, wandb, ... (the JSONL log is always written)")
-    time_limit_minutes: float | None = _f(None, "stop (and save) after this many minutes of training (0 or None: no limit)")
-    eos_token: str | None = _f(None, "EOS token to append to targets when the tokenizer has none (must be in vocab)")
-    trust_remote_code: bool = _f(False, "allow model code from the hub")
+    save_steps: int = option(20, "write a checkpoint every N steps (0: only the final model)")
+    save_total_limit: int = option(2, "keep at most this many checkpoints")
+    keep_checkpoints: bool = option(True, "keep checkpoints after a successful run (to train on with --resume and more steps)")
+    logging_steps: int = option(1, "log loss and throughput every N steps")
+    eval_every: int = option(0, "evaluate in-context learning every N steps (0: off); a small fixed slice, see eval_*")
+    eval_data_dir: str | None = option(None, "data directory of the evaluation tasks for the hook (None: the hub)")
+    eval_tasks: list[str] | None = option(None, "evaluation tasks for the hook (None: the paper's 11 held-out tasks)")
+    eval_settings: list[str] = option(["symbol", "flipped"], "settings for the hook: held-out symbols, flipped labels")
+    eval_limit: int = option(8, "queries per task and setting for the hook (the same ones at every call)")
+    report_to: list[str] = option(["none"], "extra trainer loggers: tensorboard, wandb, ... (the JSONL log is always written)")
+    time_limit_minutes: float | None = option(None, "stop (and save) after this many minutes of training (0 or None: no limit)")
+    eos_token: str | None = option(None, "EOS token to append to targets when the tokenizer has none (must be in vocab)")
+    trust_remote_code: bool = option(False, "allow model code from the hub")
 
     def __post_init__(self):
         problems = []
