@@ -30,6 +30,7 @@ def test_records_are_symbol_prompts_without_instructions(small, data_dir):
     from symtune.tasks import load_catalogue
 
     cat = load_catalogue(data_dir)
+    assert all(manifest["tasks"][t]["spec_sha256"] == cat[t].content_sha256 for t in TASKS)  # what the spec said
     tune_pool = SymbolPool("tune").all()
     for r in records:
         assert {"prompt", "completion", "task", "format", "mapping", "seed"} <= set(r)

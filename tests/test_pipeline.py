@@ -120,6 +120,19 @@ def test_stages_follow_the_data_content_not_its_path(tiny_dir, data_dir, tmp_pat
     assert not any("skipped" in x for x in lines)
 
 
+def test_an_edited_task_spec_changes_the_stage_keys(tmp_path, monkeypatch):
+    """Data files unchanged, a spec's instruction edited: the stages that read tasks are keyed anew."""
+    from symtune.pipeline import specs_fingerprint
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: mine\nrole: extra\nlabels: [a, b]\ninput_fields: [text]\ninstruction: Is it a or b?\n")
+    monkeypatch.setenv("SYMTUNE_TASKS", str(spec))
+    first = specs_fingerprint(None)
+    assert specs_fingerprint(None) == first
+    spec.write_text(spec.read_text().replace("Is it a or b?", "Which one, a or b?"))
+    assert specs_fingerprint(None) != first
+
+
 def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
     """tune.launch hands the tuning stage to `accelerate launch` (here 2 CPU processes); the process count is
     not part of the stage key, since per-step results do not depend on it."""

@@ -178,7 +178,8 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
         task = prepare_task(spec, config.data_dir, purpose="eval")
         measure = exact_measure(task, backend.count_tokens)
         info = {"labels": len(spec.labels), "query_split": task.query_split, "exemplar_split": task.exemplar_split,
-                "sources": task.sources, "sha256": task.sha256, "skipped": dict(task.skipped), "trimmed": 0}  # fmt: skip
+                "sources": task.sources, "sha256": task.sha256, "spec_sha256": spec.content_sha256,
+                "skipped": dict(task.skipped), "trimmed": 0}  # fmt: skip
         if len(task.queries) < n_queries:
             info["note"] = f"only {len(task.queries)} queries available"
         for trial in range(config.trials):

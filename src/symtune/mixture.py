@@ -192,7 +192,8 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
             report[spec.name] = {"count": 0, "error": str(e)}
             continue
         records += recs
-        report[spec.name] = {"count": len(recs), "skipped": skipped, "sources": task.sources, "sha256": task.sha256}
+        report[spec.name] = {"count": len(recs), "skipped": skipped, "sources": task.sources, "sha256": task.sha256,
+                             "spec_sha256": spec.content_sha256}
     if config.instruction_data:
         n_sym = len(records)
         n_instr = round(n_sym * (1 - config.symbol_fraction) / config.symbol_fraction)

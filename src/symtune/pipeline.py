@@ -114,6 +114,14 @@ def data_fingerprint(data_dir: str | None) -> str | None:
     return "sha256:" + h.hexdigest()
 
 
+def specs_fingerprint(data_dir: str | None) -> str:
+    """One hash over the content of every task spec in the catalogue (built-in, under the data directory, in
+    $SYMTUNE_TASKS): editing any spec redoes the stages that read tasks, even where the data files are unchanged."""
+    from .tasks import load_catalogue
+
+    return _key(sorted((name, spec.content_sha256) for name, spec in load_catalogue(data_dir).items()))
+
+
 # Evaluation options added after stages were first keyed enter the key only when set away from their
 # default, so that stages made before they existed stay valid.
 KEY_NEUTRAL = ("exemplars", "symbols")
@@ -180,7 +188,8 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
     mix_cfg = MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
     data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
-    keys = {"mixture": _key("mixture", {**asdict(mix_cfg), "data_dir": data})}
+    specs = specs_fingerprint(config.data_dir)  # and so do the task specs: an edited label or instruction redoes
+    keys = {"mixture": _key("mixture", {**asdict(mix_cfg), "data_dir": data, "specs": specs})}
     tune_opts = dict(config.tune)
     launch = tune_opts.pop("launch", None)  # how many processes does not change the result: not in the key
     keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
@@ -188,7 +197,7 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     defaults = {f.name: f.default for f in fields(eval_base_cfg)}
     eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")
                  and not (k in KEY_NEUTRAL and v == defaults[k])}
-    eval_opts["data_dir"] = data
+    eval_opts["data_dir"], eval_opts["specs"] = data, specs
     keys["eval_base"] = _key("eval", base_id, eval_opts)
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
     keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -64,6 +65,14 @@ class TaskSpec:
         d["labels"], d["input_fields"] = list(self.labels), list(self.input_fields)
         d["hub"] = None if self.hub is None else {f.name: getattr(self.hub, f.name) for f in fields(HubSource)}
         return d
+
+    @property
+    def content_sha256(self) -> str:
+        """sha256 of what the spec says about the task (labels, fields, instruction, template, hub source, role),
+        not where it was found (`origin`, `local`: the data's own hashes cover the files). Stage keys and results
+        carry it, so that editing a spec redoes what read it."""
+        d = {k: v for k, v in self.to_dict().items() if k != "local"}
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _require(cond: bool, origin: str, what: str) -> None:
