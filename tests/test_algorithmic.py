@@ -18,7 +18,6 @@ from symtune.algorithmic import (
     BigBenchError,
     build_algorithmic_requests,
     categorize,
-    evaluate_algorithmic,
     find_bigbench_dir,
     format_algorithmic_tables,
     load_bigbench,
@@ -26,7 +25,7 @@ from symtune.algorithmic import (
     score_generation,
 )
 from symtune.algorithmic.concepts import parse_comment, program_length
-from symtune.algorithmic.suite import generate_all, token_budgets
+from symtune.algorithmic.suite import token_budgets
 
 LISTS = ("list_functions",)
 
@@ -334,39 +333,50 @@ def test_score_algorithmic_tables(bb):
 class EchoTargets:
     """Answers every prompt with its target; records the calls."""
 
+    identity = "echo-targets"
+
     def __init__(self, answers):
         self.answers, self.calls = answers, []
+
+    def count_tokens(self, text):
+        return len(text.split())
 
     def generate(self, prompts, max_new_tokens, stop):
         self.calls.append((len(prompts), max_new_tokens, stop))
         return [" " + self.answers[p] + "\nInput:" for p in prompts]
 
 
-def test_generate_all_batches_and_keeps_order(bb):
-    plan = build_algorithmic_requests(bb, seed=0, limit=2)
+def _evaluate_algorithmic(backend, data_dir, out, *, seed=0, limit=None, **opts):
+    """The algorithmic suite as users run it: `symtune eval --suite algorithmic` (one runner for every query)."""
+    from symtune.evaluate import EvalConfig, evaluate
+
+    config = EvalConfig(suite="algorithmic", data_dir=str(data_dir), out=str(out), seed=seed, limit=limit, algorithmic=opts)
+    results = evaluate(config, backend=backend, progress=False)
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    return samples, results["algorithmic"]
+
+
+def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, data_dir, tmp_path):
+    from symtune.evaluate import CHUNK
+
+    plan = build_algorithmic_requests(data_dir, seed=0, limit=2)
     backend = EchoTargets({r.prompt: r.target for r in plan.requests})
-    gens = generate_all(backend, plan.requests, batch_size=7)
-    assert gens == [" " + r.target + "\nInput:" for r in plan.requests]
-    assert all(n <= 7 and stop == ["\n"] for n, _, stop in backend.calls)
-    assert len(backend.calls) == -(-len(plan.requests) // 7)
-    samples, tables = score_algorithmic(plan.requests, gens)
-    assert all(s["exact"] for s in samples)
+    samples, tables = _evaluate_algorithmic(backend, data_dir, tmp_path / "e", limit=2)
+    assert [s["id"] for s in samples] == [r.id for r in plan.requests] and all(s["exact"] for s in samples)
+    assert all(n <= CHUNK and stop == ["\n"] for n, _, stop in backend.calls)
+    budgets = token_budgets(plan.requests, backend.count_tokens)
+    assert sorted({m for _, m, _ in backend.calls}) == sorted(set(budgets))  # one budget per call, each one used
+    assert max(budgets) < max(r.max_new_tokens for r in plan.requests)
     # every target fits its generation budget (a character is at least one byte-level token)
     assert all(r.max_new_tokens >= len(r.target) + 1 for r in plan.requests)
-
-
-class EchoCounting(EchoTargets):
-    def count_tokens(self, text):
-        return len(text.split())
+    calls = len(backend.calls)  # a second run reads every answer from the cache
+    _evaluate_algorithmic(backend, data_dir, tmp_path / "e", limit=2)
+    assert len(backend.calls) == calls
 
 
 def test_token_budgets(bb):
     plan = build_algorithmic_requests(bb, seed=0, limit=2, parts=["list_functions", "gen_concept"])
-    backend = EchoCounting({r.prompt: r.target for r in plan.requests})
-    gens = generate_all(backend, plan.requests, batch_size=4)
-    assert all(g == " " + r.target + "\nInput:" for g, r in zip(gens, plan.requests))
-    budgets = token_budgets(plan.requests, backend.count_tokens)
-    assert max(m for _, m, _ in backend.calls) == max(budgets) < max(r.max_new_tokens for r in plan.requests)
+    budgets = token_budgets(plan.requests, EchoTargets({}).count_tokens)
     subs = {s.name: s for s in load_bigbench("list_functions", bb)}
     for r, b in zip(plan.requests, budgets):
         if r.part == "list_functions":  # sized for the subtask's longest target, whatever --limit asks
@@ -374,14 +384,14 @@ def test_token_budgets(bb):
         assert b == min(r.max_new_tokens, len(r.longest_target.split()) + 2) and len(r.target) <= len(r.longest_target)
 
 
-def test_evaluate_on_tiny_model(bb, tiny_model):
+def test_evaluate_on_tiny_model(data_dir, tiny_model, tmp_path):
     from symtune.scoring import HFBackend
 
     model, tok = tiny_model
-    samples, tables = evaluate_algorithmic(
-        HFBackend(model, tok, batch_size=16), bb, seed=0, limit=1, generated_per_family=1,
-        families=["take", "reverse", "sum"], concept_families=["flip", "reverse"], settings=["natural"], batch_size=16,
-    )  # fmt: skip  (16 requests in one generate call: each call with stop strings costs seconds)
+    samples, tables = _evaluate_algorithmic(
+        HFBackend(model, tok, batch_size=16), data_dir, tmp_path / "e", limit=1, generated_per_family=1,
+        families=["take", "reverse", "sum"], concept_families=["flip", "reverse"], settings=["natural"],
+    )  # fmt: skip
     assert len(samples) == 10 + 1 + 3 + 2
     assert all(isinstance(s["generation"], str) and "\n" not in s["generation"] for s in samples)
     assert set(tables["parts"]) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
@@ -390,10 +400,11 @@ def test_evaluate_on_tiny_model(bb, tiny_model):
 
 
 @pytest.mark.slow
-def test_default_model_answers_in_list_form(bb):
+def test_default_model_answers_in_list_form(data_dir, tmp_path):
     """SmolLM2-135M after 4 shots answers with a list most of the time (malformed answers stay rare)."""
     from symtune.scoring import hf_backend
 
-    samples, tables = evaluate_algorithmic(hf_backend("smollm2-135m"), bb, seed=0, limit=2, parts=LISTS, settings=["natural"])
+    samples, tables = _evaluate_algorithmic(hf_backend("smollm2-135m"), data_dir, tmp_path / "e", limit=2, parts=LISTS,
+                                            settings=["natural"])
     overall = tables["parts"]["list_functions"]["natural"]["overall"]
     assert overall["n"] == 20 and overall["malformed"] <= 4

@@ -124,11 +124,17 @@ def prepare_task(
     )
 
 
-def query_order(task: TaskData, seed: int, limit: int | None = None) -> list[int]:
-    """The task's query rows in a seeded order; `limit` takes a prefix, so a smaller limit gives a subset."""
-    order = list(range(len(task.queries)))
-    random.Random(f"{seed}:{task.spec.name}:query-order").shuffle(order)
+def seeded_order(seed: int, key: str, n: int, limit: int | None = None) -> list[int]:
+    """range(n) in an order fixed by (seed, key); `limit` takes a prefix, so a smaller limit gives a subset.
+    Every query order (tasks, BIG-bench subtasks, generated tasks) is drawn here."""
+    order = list(range(n))
+    random.Random(f"{seed}:{key}:query-order").shuffle(order)
     return order if limit is None else order[:limit]
+
+
+def query_order(task: TaskData, seed: int, limit: int | None = None) -> list[int]:
+    """The task's query rows in a seeded order (see seeded_order)."""
+    return seeded_order(seed, task.spec.name, len(task.queries), limit)
 
 
 @dataclass(frozen=True)

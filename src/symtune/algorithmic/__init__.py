@@ -11,7 +11,6 @@ from .suite import (
     AlgoPlan,
     AlgoRequest,
     build_algorithmic_requests,
-    evaluate_algorithmic,
     format_algorithmic_tables,
     score_algorithmic,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "Subtask",
     "build_algorithmic_requests",
     "categorize",
-    "evaluate_algorithmic",
     "find_bigbench_dir",
     "format_algorithmic_tables",
     "generate_concept_task",

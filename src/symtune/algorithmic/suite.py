@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..episodes import get_setting
+from ..episodes import get_setting, seeded_order
 from ..formats import get_format, render_prompt
+from ..metrics import pct
+from ..tables import format_table
 from .bigbench import BigBenchError, Subtask, load_bigbench
 from .categories import CATEGORIES, categorize, check_categories
 from .concepts import CONCEPT_FAMILIES, ConceptError, generate_concept_task, parse_comment, program_length
@@ -66,12 +68,6 @@ def _longest(sub: Subtask) -> str:
     return max((e["target"] for e in sub.examples), key=len)
 
 
-def _query_order(seed: int, key: str, n: int, limit: int | None) -> list[int]:
-    order = list(range(n))
-    random.Random(f"{seed}:{key}:query-order").shuffle(order)
-    return order if limit is None else order[:limit]
-
-
 def _keep(sub_names: Sequence[str], wanted: set[str] | None) -> bool:
     return wanted is None or any(n in wanted for n in sub_names)
 
@@ -93,7 +89,7 @@ def list_requests(
     inputs = [e["input"] for e in sub.examples]
     longest, form = _longest(sub), get_format(fmt)
     out = []
-    for q in _query_order(seed, key, len(inputs), limit):
+    for q in seeded_order(seed, key, len(inputs), limit):
         candidates = [i for i in range(len(inputs)) if i != q and inputs[i] != inputs[q]]
         rng = random.Random(f"{seed}:{trial}:{key}:{q}:exemplars")
         chosen = rng.sample(candidates, min(shots, len(candidates)))
@@ -149,7 +145,7 @@ def concept_requests(
             rows[q] = (sub.name, sub.meta["category"], sub.meta["rule"], dict(sub.meta))
     eligible = sorted(rows)
     longest, out = _longest(sub), []
-    for j in _query_order(seed, key, len(eligible), limit):
+    for j in seeded_order(seed, key, len(eligible), limit):
         q = eligible[j]
         name, category, rule, meta = rows[q]
         ex = sub.examples[q]
@@ -323,71 +319,31 @@ def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str],
     return [min(r.max_new_tokens, n[r.longest_target] + 2) for r in requests]
 
 
-def generate_all(backend, requests: Sequence[AlgoRequest], batch_size: int = 16, progress=None) -> list[str]:
-    """Greedy generations for all requests, in request order: batched by budget, then prompt length (a
-    backend with count_tokens gets token budgets, see token_budgets)."""
-    counter = getattr(backend, "count_tokens", None)
-    budgets = token_budgets(requests, counter) if counter is not None else [r.max_new_tokens for r in requests]
-    order = sorted(range(len(requests)), key=lambda i: (budgets[i], len(requests[i].prompt)))
-    out: list[str | None] = [None] * len(requests)
-    for j in range(0, len(order), batch_size):
-        idx = order[j : j + batch_size]
-        budget = max(budgets[i] for i in idx)
-        gens = backend.generate([requests[i].prompt for i in idx], max_new_tokens=budget, stop=STOP)
-        if len(gens) != len(idx):
-            raise RuntimeError(f"backend returned {len(gens)} generations for {len(idx)} prompts")
-        for i, g in zip(idx, gens):
-            out[i] = g
-        if progress is not None:
-            progress(len(idx))
-    return out  # type: ignore[return-value]
-
-
-def evaluate_algorithmic(
-    backend, data_dir: str | Path | None = None, *, batch_size: int = 16, progress=None, **kwargs
-) -> tuple[list[dict], dict]:
-    """Build the requests (kwargs as build_algorithmic_requests), generate greedily, score: (samples, tables);
-    tables["config"] holds the resolved arguments."""
-    plan = build_algorithmic_requests(data_dir, **kwargs)
-    generations = generate_all(backend, plan.requests, batch_size=batch_size, progress=progress)
-    samples, tables = score_algorithmic(plan.requests, generations, plan.skipped)
-    tables["config"] = plan.config
-    return samples, tables
-
-
-def _pct(x: float | None) -> str:
-    return "   -" if x is None else f"{100 * x:5.1f}"
-
-
 def format_algorithmic_tables(tables: dict, subtasks: bool = False) -> str:
     """Plain-text tables: per part, categories (and overall) x settings, exact / parsed accuracy (%), n;
     per-subtask rows too when subtasks=True; skipped parts with their reasons."""
-    lines = []
+    blocks = []
     for part, by_setting in tables["parts"].items():
         settings = list(by_setting)
         names: list[str] = []
         for s in settings:
             names += [c for c in by_setting[s]["categories"] if c not in names]
-        head = f"{part:<22}" + "".join(f"  {s:>22}" for s in settings)
-        lines += ["", head, f"{'':<22}" + "".join(f"  {'exact  parsed     n':>22}" for _ in settings), "-" * len(head)]
 
         def row(label, pick, settings=settings, by_setting=by_setting):
-            cells = []
+            cells = [label]
             for s in settings:
                 st = pick(by_setting[s])
-                cells.append("  " + (f"{_pct(st['exact_acc'])}   {_pct(st['parsed_acc'])} {st['n']:5d}" if st else "-").rjust(22))
-            return f"{label:<22}" + "".join(cells)
+                cells += [pct(st["exact_acc"]), pct(st["parsed_acc"]), str(st["n"])] if st else ["-", "-", "0"]
+            return cells
 
-        for c in names:
-            lines.append(row(c, lambda t, c=c: t["categories"].get(c)))
-        lines.append(row("overall", lambda t: t["overall"]))
-        mal = ", ".join(f"{s}: {by_setting[s]['overall']['malformed']}" for s in settings)
-        cut = ", ".join(f"{s}: {by_setting[s]['overall']['cut']}" for s in settings)
-        lines.append(f"malformed answers: {mal}; cut at the budget: {cut}")
+        rows = [row(c, lambda t, c=c: t["categories"].get(c)) for c in names]
+        rows.append(row("overall", lambda t: t["overall"]))
         if subtasks:
             subs = sorted({n for s in settings for n in by_setting[s]["subtasks"]})
-            for n in subs:
-                lines.append(row(f"  {n}"[:22], lambda t, n=n: t["subtasks"].get(n)))
-    for part, why in tables.get("skipped", {}).items():
-        lines.append(f"skipped {part}: {why}")
-    return "\n".join(lines).lstrip("\n")
+            rows += [row(f"  {n}", lambda t, n=n: t["subtasks"].get(n)) for n in subs]
+        header = [part] + [h for s in settings for h in (f"{s} exact", "parsed", "n")]
+        mal = ", ".join(f"{s}: {by_setting[s]['overall']['malformed']}" for s in settings)
+        cut = ", ".join(f"{s}: {by_setting[s]['overall']['cut']}" for s in settings)
+        blocks.append(format_table(header, rows) + f"\nmalformed answers: {mal}; cut at the budget: {cut}")
+    blocks += [f"skipped {part}: {why}" for part, why in tables.get("skipped", {}).items()]
+    return "\n\n".join(blocks)
