@@ -77,3 +77,29 @@ def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
         select(config)
     rc = main(["study", _write(tmp_path, tiny_dir, data_dir, select={"metric": "f1"})])
     assert rc == 2
+
+
+def test_headline_run_config_is_the_studys_selected_recipe_on_its_test_protocol():
+    """`symtune run headline` reproduces the study's test-phase run of the selected recipe: the same mixture, the
+    same evaluation, and a tuning config that differs only in the in-training evaluation hook (which reads the
+    model, never changes it)."""
+    import json
+    from pathlib import Path
+
+    from symtune.pipeline import load_run_config
+    from symtune.tune.config import resolve_config
+
+    study = load_study_config("study")
+    chosen = json.loads((Path(__file__).parents[1] / "docs" / "study" / "selection.json").read_text())["finalists"]
+    recipe = next(r for r in study.recipes if r.name == chosen[0])
+    ran = study.run_config(recipe, "test")
+    headline = load_run_config("headline")
+    assert (headline.model, headline.seed, headline.mixture) == (ran.model, ran.seed, ran.mixture)
+    assert headline.eval == ran.eval
+    hook = {"eval_every", "eval_tasks", "eval_settings", "eval_limit", "eval_data_dir", "preset"}
+
+    def tuning(section):
+        opts = dict(section)
+        return {k: v for k, v in resolve_config(opts.pop("preset"), **opts).to_dict().items() if k not in hook}
+
+    assert tuning(headline.tune) == tuning(ran.tune)

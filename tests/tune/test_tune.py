@@ -146,6 +146,20 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(tiny_dir, mixture_dir, tmp_p
     assert "flipped_acc=0.53" in (out / "README.md").read_text()
 
 
+def test_the_eval_hook_reads_the_model_and_leaves_training_unchanged(tiny_dir, mixture_dir, tmp_path):
+    """A run with the in-training evaluation gives the per-step losses of the same run without it (so a recipe
+    is the same recipe whether or not its learning curve is drawn)."""
+
+    def eval_fn(model, tokenizer):
+        ids = tokenizer("Input: a\nOutput:", return_tensors="pt").input_ids
+        return {"symbol_acc": float(model(ids).logits[0, -1].softmax(-1).max())}
+
+    opts = {**FAST, "max_steps": 4}
+    tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "plain"), **opts)
+    tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "hook"), **opts, eval_every=2, eval_fn=eval_fn)
+    assert _losses(tmp_path / "plain") == _losses(tmp_path / "hook") and len(_losses(tmp_path / "plain")) == 4
+
+
 def test_default_eval_hook_scores_a_fixed_icl_slice(tiny_dir, mixture_dir, data_dir, tmp_path):
     out = tmp_path / "icl"
     tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,

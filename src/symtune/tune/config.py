@@ -17,7 +17,7 @@ import yaml
 from ..configs import read_yaml_mapping, unknown_names
 from ..flags import option
 
-PRESETS = ("cpu-small", "paper")
+PRESETS = ("cpu-small", "cpu-study", "paper")
 OPTIMIZERS = ("adamw", "adafactor")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16-mixed", "bf16")

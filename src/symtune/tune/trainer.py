@@ -193,7 +193,9 @@ class EvalHookCallback(TrainerCallback):
         logs = {f"icl/{k}": float(v) for k, v in result.items()}
         logs["icl/seconds"] = time.time() - start
         self.history.append({"step": state.global_step, **logs})
+        should_log = t.control.should_log  # set for this step's loss; logging here must not consume it
         Trainer.log(t, logs)  # Trainer's, not TRL's: TRL's would flush the running train metrics here
+        t.control.should_log = should_log  # (on_log clears it: the step's loss went unlogged, the next averaged two)
 
     def on_train_begin(self, args, state, control, **kwargs):
         if self.at_start and state.global_step == 0:
