@@ -78,7 +78,7 @@ DATA_CASES = {
     "k-min above k-max": (["mixture", "--k-min", "3", "--k-max", "2", "--tokenizer", "none"], ["k_min=3", "k_max=2"]),
     "token budget too small": (["mixture", "--max-tokens", "5"], ["max_tokens=5"]),
     "symbol fraction without instruction data": (["mixture", "--symbol-fraction", "0.5"], ["--instruction-data"]),
-    "natural fraction with a control": (["mixture", "--labels", "random", "--natural-fraction", "0.5"], ["natural_fraction"]),
+    "natural fraction with natural labels": (["mixture", "--labels", "natural", "--natural-fraction", "0.5"], ["natural_fraction"]),
     "missing instruction data file": (["mixture", "--tasks", "t1", "--tokenizer", "none", "--instruction-data", "nope.jsonl",
                                        "--symbol-fraction", "0.5"], ["nope.jsonl"]),
 }

@@ -162,6 +162,20 @@ def test_controls_and_natural_mix(small, data_dir, tmp_path):
         if r not in natural:
             assert r["prompt"] == sym[(r["task"], r["index"])]["prompt"]
 
+    # the random-label control of that mix: the natural share unchanged, only the symbol prompts randomised
+    build_mixture(MixtureConfig(**common, labels="random", natural_fraction=0.5), tmp_path / "mixrnd", progress=False)
+    mixrnd = {(r["task"], r["index"]): r for r in _records(tmp_path / "mixrnd")}
+    assert set(mixrnd) == {(r["task"], r["index"]) for r in mix}
+    kept = 0
+    for r in mix:
+        twin = mixrnd[(r["task"], r["index"])]
+        assert twin["mapping"] == r["mapping"]
+        if r in natural:
+            assert twin == r
+        else:
+            kept += twin["prompt"] == r["prompt"]
+    assert kept < (len(mix) - len(natural)) // 5
+
 
 def test_exclude_tasks_and_bad_label_mode(data_dir, tmp_path):
     config = MixtureConfig(data_dir=str(data_dir), exclude_tasks=["sst5", "mpqa"], max_per_task=1, tokenizer=None)
@@ -172,4 +186,4 @@ def test_exclude_tasks_and_bad_label_mode(data_dir, tmp_path):
     with pytest.raises(MixtureError, match="labels='symbols'"):
         MixtureConfig(labels="symbols")
     with pytest.raises(MixtureError, match="natural_fraction"):
-        MixtureConfig(labels="random", natural_fraction=0.5)
+        MixtureConfig(labels="natural", natural_fraction=0.5)

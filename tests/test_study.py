@@ -63,6 +63,22 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert sum("skipped" in x for x in again) == 8 * 5  # 3 validation + 3 diagnostic + 2 test runs, 5 stages each
 
 
+def test_controls_of_a_mixed_finalist(tiny_dir, data_dir, tmp_path):
+    """A finalist that keeps half its prompts natural: the random control keeps that half (only the symbol
+    prompts get inconsistent labels); the natural control makes every prompt natural."""
+    from symtune.mixture import MixtureConfig
+    from symtune.study import Recipe
+
+    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+    mixed = Recipe("mixed", {"natural_fraction": 0.5}, {"learning_rate": 3e-5})
+    rnd = config.control_on(Recipe("r", {"labels": "random"}, {}, True), mixed)
+    nat = config.control_on(Recipe("n", {"labels": "natural"}, {}, True), mixed)
+    assert rnd.mixture == {"natural_fraction": 0.5, "labels": "random"} and rnd.tune == mixed.tune
+    assert nat.mixture == {"natural_fraction": 0.0, "labels": "natural"} and nat.tune == mixed.tune
+    for control in (rnd, nat):  # each builds a valid mixture config
+        MixtureConfig(**config.run_config(control, "test").mixture)
+
+
 def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
     with pytest.raises(StudyError, match="unknown field"):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, epochs=3))

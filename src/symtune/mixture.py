@@ -60,9 +60,10 @@ class MixtureConfig:
         their instruction and natural labels: continued instruction tuning) or "random" (symbol prompts
         whose labels are inconsistent: every exemplar's and the query's symbol drawn at random among the
         prompt's symbols, so the exemplars teach nothing).
-    natural_fraction: with labels="symbol", this share of each task's prompts (a seeded draw per prompt)
-        keeps its instruction and natural labels instead: symbol tuning mixed with instruction-style
-        prompts of the same tasks (an offline stand-in for the paper's instruction-data mix).
+    natural_fraction: this share of each task's prompts (a seeded draw per prompt) keeps its instruction and
+        natural labels instead: symbol tuning mixed with instruction-style prompts of the same tasks (an
+        offline stand-in for the paper's instruction-data mix). With labels="random", the natural share stays
+        natural and only the symbol prompts get inconsistent labels (the random control of such a mix).
     """
 
     data_dir: str | None = option(None, "local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; a user "
@@ -90,9 +91,9 @@ class MixtureConfig:
             raise MixtureError(f"labels={self.labels!r} is not one of {', '.join(LABEL_MODES)}")
         if not 0 <= self.natural_fraction < 1:
             raise MixtureError(f"natural_fraction must be in [0, 1), got {self.natural_fraction}")
-        if self.natural_fraction and self.labels != "symbol":
-            raise MixtureError(f"natural_fraction mixes natural-label prompts into symbol prompts; labels={self.labels!r} "
-                               "already decides every prompt's labels: use natural_fraction=0")
+        if self.natural_fraction and self.labels == "natural":
+            raise MixtureError("natural_fraction keeps a share of the prompts natural; labels='natural' already makes "
+                               "every prompt natural: use natural_fraction=0")
         if not 1 <= self.k_min <= self.k_max:
             raise MixtureError(f"need 1 <= k_min <= k_max, got k_min={self.k_min}, k_max={self.k_max}")
         if self.max_per_task < 1:
@@ -150,7 +151,8 @@ def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=Non
         except BudgetError:
             skipped["over token budget with 1 exemplar per class"] = skipped.get("over token budget with 1 exemplar per class", 0) + 1
             continue
-        prompt, completion = _render_random(task, ep, config.seed) if config.labels == "random" else render(task, ep)
+        randomised = config.labels == "random" and ep.setting == "symbol"  # a natural share stays natural
+        prompt, completion = _render_random(task, ep, config.seed) if randomised else render(task, ep)
         yield {
             "prompt": prompt,
             "completion": completion,

@@ -75,8 +75,14 @@ class StudyConfig:
     finalists: list[str] | None = None
 
     def control_on(self, control: Recipe, finalist: Recipe) -> Recipe:
-        """A control tuned exactly like the finalist but for the control's own overrides (its labels)."""
-        return Recipe(control.name, {**finalist.mixture, **control.mixture}, {**finalist.tune, **control.tune}, True,
+        """A control tuned exactly like the finalist but for the control's own overrides (its labels). A
+        finalist that keeps a share of its prompts natural (natural_fraction) keeps it under the random-label
+        control (only its symbol prompts get inconsistent labels); under the natural-label control every prompt
+        is natural, so the share goes."""
+        mixture = {**finalist.mixture, **control.mixture}
+        if {**self.mixture, **mixture}.get("labels") == "natural":
+            mixture["natural_fraction"] = 0.0
+        return Recipe(control.name, mixture, {**finalist.tune, **control.tune}, True,
                       f"{control.note} (on top of {finalist.name}'s settings)".strip())
 
     def run_config(self, recipe: Recipe, phase: str) -> RunConfig:
