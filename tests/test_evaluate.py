@@ -9,6 +9,7 @@ import pytest
 
 from symtune.cache import ResultCache
 from symtune.evaluate import EvalConfig, EvalError, evaluate, plan_icl
+from symtune.results import SCHEMA_VERSION, EvalResults
 from symtune.scoring import HFBackend
 
 TASKS = ["raft_overruling", "tweet_eval_stance_hillary"]
@@ -30,7 +31,7 @@ def test_plan_covers_settings_and_flips_only_binary(backend, data_dir, tmp_path)
     by = {(it["task"], it["setting"]) for it in items}
     assert ("raft_overruling", "flipped") in by and ("tweet_eval_stance_hillary", "flipped") not in by
     assert len(items) == 3 * 5 + 3 * 4
-    assert report["tweet_eval_stance_hillary"]["query_split"] == "test"
+    assert report["tweet_eval_stance_hillary"].query_split == "test"
     # the same queries at a smaller limit are a prefix, with identical prompts
     small, _ = plan_icl(_config(data_dir, tmp_path, limit=2), backend)
     big = {it["id"]: it["prompt"] for it in items}
@@ -39,28 +40,29 @@ def test_plan_covers_settings_and_flips_only_binary(backend, data_dir, tmp_path)
 
 def test_results_and_samples_written_and_consistent(backend, data_dir, tmp_path):
     res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
-    assert res["complete"]
+    assert res.complete
     on_disk = json.loads((tmp_path / "results.json").read_text())
-    assert on_disk["icl"]["summary"] == json.loads(json.dumps(res["icl"]["summary"]))
+    assert on_disk["schema"] == SCHEMA_VERSION and EvalResults.load(tmp_path / "results.json") == res
+    assert on_disk["icl"]["summary"]["natural"]["acc_ci95"] == res.icl.summary["natural"].ci95["acc"]  # the flat layout
     samples = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 27
     for s in samples:
         assert len(s["logprobs"]) == len(s["candidates"]) and s["gold"] in s["candidates"]
         assert s["correct"]["acc"] == (s["predictions"]["acc"] == s["gold"])
         assert s["correct"]["gen_acc"] == (s["gen_prediction"] == s["gold"])
-    summary = res["icl"]["summary"]["natural"]
-    per_task = res["icl"]["per_task"]["natural"]
-    assert summary["acc"] == pytest.approx(sum(t["acc"] for t in per_task.values()) / 2)
-    assert summary["chance"] == pytest.approx((1 / 2 + 1 / 3) / 2)
-    lo, hi = summary["acc_ci95"]
-    assert lo <= summary["acc"] <= hi
+    summary = res.icl.summary["natural"]
+    per_task = res.icl.per_task["natural"]
+    assert summary.acc == pytest.approx(sum(t.acc for t in per_task.values()) / 2)
+    assert summary.chance == pytest.approx((1 / 2 + 1 / 3) / 2)
+    lo, hi = summary.ci95["acc"]
+    assert lo <= summary.acc <= hi
 
 
 def test_rerun_reuses_cache_and_changed_config_does_not(backend, data_dir, tmp_path):
     evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
     before = backend.stats["requests"]
     res = evaluate(_config(data_dir, tmp_path), backend=backend, progress=False)
-    assert backend.stats["requests"] == before and res["timing"]["resumed_from_cache"] == 54
+    assert backend.stats["requests"] == before and res.timing.resumed_from_cache == 54
     evaluate(_config(data_dir, tmp_path, k=2), backend=backend, progress=False)  # other prompts: new keys
     assert backend.stats["requests"] - before == 27
 
@@ -93,8 +95,8 @@ def test_torn_cache_line_is_dropped(tmp_path):
 
 def test_trials_give_spread_and_differ(backend, data_dir, tmp_path):
     res = evaluate(_config(data_dir, tmp_path, trials=2, generate=False, settings=["symbol"]), backend=backend, progress=False)
-    st = res["icl"]["summary"]["symbol"]
-    assert len(st["acc_trials"]) == 2 and "acc_trial_std" in st
+    st = res.icl.summary["symbol"]
+    assert len(st.trials["acc"]) == 2 and "acc" in st.trial_std
 
 
 def test_bad_config_errors():
@@ -107,7 +109,7 @@ def test_bad_config_errors():
 def test_context_budget_drops_exemplars_and_reports(backend, data_dir, tmp_path):
     items, report = plan_icl(_config(data_dir, tmp_path, max_tokens=300, settings=["natural"]), backend)
     info = report["tweet_eval_stance_hillary"]
-    assert info["trimmed"] > 0 or info["skipped"]
+    assert info.trimmed > 0 or info.skipped
     assert all(backend.count_tokens(it["prompt"] + " " + it["gold"]) <= 300 for it in items)
 
 
@@ -130,9 +132,9 @@ def test_cli_killed_midway_resumes_without_redoing(tiny_dir, data_dir, tmp_path)
     assert 1 <= done < 200 and not (out / "results.json").exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    res = json.loads((out / "results.json").read_text())
-    assert res["complete"] and res["timing"]["resumed_from_cache"] == done
-    assert res["icl"]["summary"]["natural"]["n"] == 100
+    res = EvalResults.load(out / "results.json")
+    assert res.complete and res.timing.resumed_from_cache == done
+    assert res.icl.summary["natural"].n == 100
 
 
 def test_shared_exemplar_protocol(backend, data_dir, tmp_path):
@@ -149,7 +151,7 @@ def test_shared_exemplar_protocol(backend, data_dir, tmp_path):
     before = backend.stats["shared_prefix_tokens"]
     res = evaluate(cfg, backend=backend, progress=False)
     assert backend.stats["shared_prefix_tokens"] > before
-    assert res["config"]["exemplars"] == "shared"
+    assert res.config["exemplars"] == "shared"
     with pytest.raises(EvalError, match="exemplar protocol"):
         _config(data_dir, tmp_path, exemplars="per-task")
 

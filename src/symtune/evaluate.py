@@ -35,6 +35,7 @@ from .flags import option
 from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize
 from .provenance import package_versions
+from .results import EvalResults, TaskReport, Timing
 from .scoring import generation_match, rank_predictions
 from .symbols import SymbolPool
 from .tasks import load_catalogue, select_tasks
@@ -177,11 +178,11 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     for spec in specs:
         task = prepare_task(spec, config.data_dir, purpose="eval")
         measure = exact_measure(task, backend.count_tokens)
-        info = {"labels": len(spec.labels), "query_split": task.query_split, "exemplar_split": task.exemplar_split,
-                "sources": task.sources, "sha256": task.sha256, "spec_sha256": spec.content_sha256,
-                "skipped": dict(task.skipped), "trimmed": 0}  # fmt: skip
+        info = TaskReport(labels=len(spec.labels), query_split=task.query_split, exemplar_split=task.exemplar_split,
+                          sources=task.sources, sha256=task.sha256, skipped=dict(task.skipped),
+                          spec_sha256=spec.content_sha256)  # fmt: skip
         if len(task.queries) < n_queries:
-            info["note"] = f"only {len(task.queries)} queries available"
+            info.note = f"only {len(task.queries)} queries available"
         for trial in range(config.trials):
             for setting in config.settings:
                 if SETTINGS[setting].labels == "flipped" and not spec.binary:
@@ -197,9 +198,9 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
                     try:
                         fitted = fit_budget(task, ep, measure, budget)
                     except BudgetError:
-                        info["skipped"]["over the model's context"] = info["skipped"].get("over the model's context", 0) + 1
+                        info.skipped["over the model's context"] = info.skipped.get("over the model's context", 0) + 1
                         continue
-                    info["trimmed"] += fitted is not ep
+                    info.trimmed += fitted is not ep
                     prompt, completion = render(task, fitted)
                     labels = [fitted.mapping[x] for x in spec.labels]
                     items.append({
@@ -311,7 +312,7 @@ class _Progress:
                 self.bar.set_postfix_str(text)
 
 
-def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progress=None) -> dict:
+def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progress=None) -> EvalResults:
     """Run the evaluation; write results.json and samples.jsonl in config.out; return the results.
     `on_progress(queries done, queries in all)` is called as queries finish; a string it returns is shown
     after the progress bar."""
@@ -324,8 +325,8 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     progress = progress and procs.main
     cache = ResultCache(out / "cache.jsonl", shard=f"rank{procs.rank}" if procs.world > 1 else None)
     resumed = len(cache)
-    results = {"complete": False, "config": asdict(config), "model": backend.identity, "versions": package_versions(),
-               "seeds": {"seed": config.seed, "trials": list(range(config.trials))}}  # fmt: skip
+    results = EvalResults(config=asdict(config), model=backend.identity, versions=package_versions(),
+                          seeds={"seed": config.seed, "trials": list(range(config.trials))})  # fmt: skip
     total = len(items) + (len(algo.requests) if algo else 0)
     samples: list[dict] = []
     if config.suite in ("paper", "icl"):
@@ -333,22 +334,21 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
         with tqdm(total=len(items), desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
             got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total), procs)
         icl_samples = score_items(items, got["rank"], got.get("gen"))
-        chance = {t: 1 / info["labels"] for t, info in report.items()}
-        results["icl"] = summarize(icl_samples, chance, seed=config.seed)
-        results["data"] = report
+        chance = {t: 1 / info.labels for t, info in report.items()}
+        results.icl = summarize(icl_samples, chance, seed=config.seed)
+        results.data = report
         samples += icl_samples
     if algo is not None:
         with tqdm(total=len(algo.requests), desc="algorithmic", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            algo_samples, tables = _algorithmic(algo, backend, cache, _Progress(bar, on_progress, len(items), total), procs)
-        results["algorithmic"] = tables
+            algo_samples, results.algorithmic = _algorithmic(algo, backend, cache, _Progress(bar, on_progress, len(items), total), procs)
         samples += algo_samples
-    results["timing"] = {"seconds": round(time.time() - t0, 1), "queries": len(samples), "resumed_from_cache": resumed,
-                         "processes": procs.world}
-    results["complete"] = True
+    results.timing = Timing(seconds=round(time.time() - t0, 1), queries=len(samples), resumed_from_cache=resumed,
+                            processes=procs.world)  # fmt: skip
+    results.complete = True
     if procs.main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "samples.jsonl", "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in samples))
-        write_atomic(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        write_atomic(out / "results.json", results.to_json())
     procs.barrier()
     return results
 
@@ -381,29 +381,29 @@ def _algorithmic(algo, backend, cache: ResultCache, bar, procs: Processes):
         for i in idx:
             gens[i] = got[reqs[i].id]
     samples, tables = score_algorithmic(reqs, gens, algo.skipped)
-    tables["config"] = algo.config
+    tables.config = algo.config
     return samples, tables
 
 
-def format_results(results: dict) -> str:
+def format_results(results: EvalResults) -> str:
     """The terminal report: Table-1 summary, per-task table, algorithmic tables."""
     parts = []
-    if "icl" in results:
+    if results.icl is not None:
         parts += ["In-context learning (macro average over tasks; rank = highest log-likelihood label, "
-                  "generation = greedy answer, exact match)", format_summary(results["icl"], SETTINGS), "",
-                  "Per task (rank / generation accuracy %)", format_per_task(results["icl"])]  # fmt: skip
-        skipped = {t: i["skipped"] for t, i in results["data"].items() if i["skipped"]}
-        trimmed = {t: i["trimmed"] for t, i in results["data"].items() if i["trimmed"]}
+                  "generation = greedy answer, exact match)", format_summary(results.icl, SETTINGS), "",
+                  "Per task (rank / generation accuracy %)", format_per_task(results.icl)]  # fmt: skip
+        skipped = {t: i.skipped for t, i in results.data.items() if i.skipped}
+        trimmed = {t: i.trimmed for t, i in results.data.items() if i.trimmed}
         if skipped:
             parts.append(f"skipped: {json.dumps(skipped)}")
         if trimmed:
             parts.append(f"prompts with exemplars dropped to fit the context: {json.dumps(trimmed)}")
-    if "algorithmic" in results:
+    if results.algorithmic is not None:
         from .algorithmic import format_algorithmic_tables
 
-        parts += ["", "Algorithmic reasoning (greedy generation; exact / parsed-list match %)", format_algorithmic_tables(results["algorithmic"])]
-    t = results["timing"]
-    parts.append(f"\n{t['queries']} queries in {t['seconds']}s ({t['resumed_from_cache']} cached results reused)")
+        parts += ["", "Algorithmic reasoning (greedy generation; exact / parsed-list match %)", format_algorithmic_tables(results.algorithmic)]
+    t = results.timing
+    parts.append(f"\n{t.queries} queries in {t.seconds}s ({t.resumed_from_cache} cached results reused)")
     return "\n".join(parts)
 
 

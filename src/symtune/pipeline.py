@@ -26,6 +26,7 @@ import yaml
 from .cache import write_atomic
 from .configs import config_file, launch_args, read_yaml_mapping, unknown_names
 from .eta import TRAIN_UNITS_PER_TOKEN, RunEta
+from .results import EvalResults
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "runs" / "default.yaml"
@@ -300,7 +301,7 @@ def _launch_eval(launch: list, cfg, *, say) -> dict:
     write_atomic(out / "eval_config.json", json.dumps(asdict(cfg), indent=1))
     _accelerate(launch, ["symtune.evaluate", str(out / "eval_config.json")], "evaluation", "resumes it from its cache",
                 say)
-    return json.loads((out / "results.json").read_text())
+    return EvalResults.load(out / "results.json")
 
 
 def _accelerate(launch: list, module_args: list[str], what: str, resume: str, say) -> None:

@@ -37,6 +37,7 @@ import yaml
 from .cache import write_atomic
 from .configs import config_file, read_yaml_mapping
 from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline
+from .results import EvalResults, Stats
 
 PHASES = ("validation", "test")
 SECTIONS = ("mixture", "tune")
@@ -190,7 +191,7 @@ def validation_scores(config: StudyConfig) -> dict[str, dict]:
         base, tuned = summaries
         per = {}
         for s in settings:
-            b, t = (base.get(s) or {}).get(metric), (tuned.get(s) or {}).get(metric)
+            b, t = (base[s].value(metric) if s in base else None), (tuned[s].value(metric) if s in tuned else None)
             if b is None or t is None:
                 break
             per[s] = t - b
@@ -199,7 +200,7 @@ def validation_scores(config: StudyConfig) -> dict[str, dict]:
     return out
 
 
-def _summaries(run_dir: Path) -> tuple[dict, dict] | None:
+def _summaries(run_dir: Path) -> tuple[dict[str, Stats], dict[str, Stats]] | None:
     state_path = run_dir / "state.json"
     if not state_path.is_file():
         return None
@@ -210,7 +211,8 @@ def _summaries(run_dir: Path) -> tuple[dict, dict] | None:
         results = run_dir / entry.get("dir", "-") / "results.json"
         if entry.get("status") != "done" or not results.is_file():
             return None
-        got.append((json.loads(results.read_text()).get("icl") or {}).get("summary") or {})
+        icl = EvalResults.load(results).icl
+        got.append(icl.summary if icl else {})
     return got[0], got[1]
 
 

@@ -310,18 +310,18 @@ def test_score_algorithmic_tables(bb):
             for i, r in enumerate(reqs)]  # fmt: skip
     samples, tables = score_algorithmic(reqs, gens, plan.skipped)
     assert len(samples) == len(reqs) and [s["id"] for s in samples] == [r.id for r in reqs]
-    for part, by_setting in tables["parts"].items():
+    for part, by_setting in tables.parts.items():
         for setting, t in by_setting.items():
             mine = [(i, r) for i, r in enumerate(reqs) if r.part == part and r.setting == setting]
-            assert t["overall"]["n"] == len(mine)
-            assert t["overall"]["exact"] == sum(i % 2 == 0 for i, _ in mine)
-            assert t["overall"]["malformed"] == sum(i % 2 == 1 and (i % 4 == 1 or r.kind == "bits") for i, r in mine)
-            assert sum(c["n"] for c in t["categories"].values()) == len(mine)
-            assert sum(c["n"] for c in t["subtasks"].values()) == len(mine)
-            for cat, st in t["categories"].items():
+            assert t.overall.n == len(mine)
+            assert t.overall.exact == sum(i % 2 == 0 for i, _ in mine)
+            assert t.overall.malformed == sum(i % 2 == 1 and (i % 4 == 1 or r.kind == "bits") for i, r in mine)
+            assert sum(c.n for c in t.categories.values()) == len(mine)
+            assert sum(c.n for c in t.subtasks.values()) == len(mine)
+            for cat, st in t.categories.items():
                 want = [i for i, r in mine if r.category == cat]
-                assert st["exact_acc"] == pytest.approx(sum(i % 2 == 0 for i in want) / len(want))
-    assert set(tables["parts"]) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
+                assert st.exact_acc == pytest.approx(sum(i % 2 == 0 for i in want) / len(want))
+    assert set(tables.parts) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
     text = format_algorithmic_tables(tables)
     for word in ("list_functions", "gen_list", "removing", "counting", "overall", "natural+instr", "malformed"):
         assert word in text
@@ -353,7 +353,7 @@ def _evaluate_algorithmic(backend, data_dir, out, *, seed=0, limit=None, **opts)
     config = EvalConfig(suite="algorithmic", data_dir=str(data_dir), out=str(out), seed=seed, limit=limit, algorithmic=opts)
     results = evaluate(config, backend=backend, progress=False)
     samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
-    return samples, results["algorithmic"]
+    return samples, results.algorithmic
 
 
 def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, data_dir, tmp_path):
@@ -394,8 +394,8 @@ def test_evaluate_on_tiny_model(data_dir, tiny_model, tmp_path):
     )  # fmt: skip
     assert len(samples) == 10 + 1 + 3 + 2
     assert all(isinstance(s["generation"], str) and "\n" not in s["generation"] for s in samples)
-    assert set(tables["parts"]) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
-    assert tables["config"]["seed"] == 0 and tables["config"]["families"] == ["take", "reverse", "sum"]
+    assert set(tables.parts) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
+    assert tables.config["seed"] == 0 and tables.config["families"] == ["take", "reverse", "sum"]
     assert "overall" in format_algorithmic_tables(tables)
 
 
@@ -406,5 +406,5 @@ def test_default_model_answers_in_list_form(data_dir, tmp_path):
 
     samples, tables = _evaluate_algorithmic(hf_backend("smollm2-135m"), data_dir, tmp_path / "e", limit=2, parts=LISTS,
                                             settings=["natural"])
-    overall = tables["parts"]["list_functions"]["natural"]["overall"]
-    assert overall["n"] == 20 and overall["malformed"] <= 4
+    overall = tables.parts["list_functions"]["natural"].overall
+    assert overall.n == 20 and overall.malformed <= 4

@@ -16,6 +16,7 @@ from symtune.metrics import pct, summarize
 from symtune.report import ReportError, build_report, load_run
 from symtune.report.paired import icl_delta, paired_delta
 from symtune.report.sections import with_ci
+from symtune.results import Stats
 
 TASKS = ["raft_overruling", "tweet_eval_stance_hillary"]
 
@@ -42,8 +43,9 @@ def base_eval(tiny_model, data_dir, tmp_path_factory) -> Path:
     plan = build_algorithmic_requests(data_dir, limit=2, parts=["gen_list"], families=["take", "length"])
     gens = [" " + r.target if i % 2 else " [" for i, r in enumerate(plan.requests)]
     samples, tables = score_algorithmic(plan.requests, gens, plan.skipped)
-    results["algorithmic"] = {**tables, "config": plan.config}
-    (out / "results.json").write_text(json.dumps(results))
+    tables.config = plan.config
+    results.algorithmic = tables
+    (out / "results.json").write_text(results.to_json())
     with (out / "samples.jsonl").open("a") as f:
         f.write("".join(json.dumps(s) + "\n" for s in samples))
     return out
@@ -60,14 +62,14 @@ def _derive_tuned(base: Path, out: Path) -> None:
         elif i % 3 == 0:
             s.update(exact=True, parsed=True, malformed=False)
     chance = {t: st["chance"] for per in res["icl"]["per_task"].values() for t, st in per.items()}
-    res["icl"] = summarize([s for s in samples if "task" in s], chance, seed=0)
+    res["icl"] = summarize([s for s in samples if "task" in s], chance, seed=0).to_dict()
     groups = defaultdict(lambda: defaultdict(list))
     for s in samples:
         if "part" in s:
             groups[s["part"]][s["setting"]].append(s)
     res["algorithmic"]["parts"] = {
-        part: {setting: {"overall": algo_summarize(rows),
-                         "categories": {c: algo_summarize([r for r in rows if r["category"] == c]) for c in {r["category"] for r in rows}},
+        part: {setting: {"overall": algo_summarize(rows).to_dict(),
+                         "categories": {c: algo_summarize([r for r in rows if r["category"] == c]).to_dict() for c in {r["category"] for r in rows}},
                          "subtasks": {}} for setting, rows in by.items()}
         for part, by in groups.items()
     }  # fmt: skip
@@ -164,7 +166,7 @@ def test_paired_delta_equals_difference_and_covers_it(evals):
     base, tuned = (load_run(d) for d in evals)
     for s in ("natural", "symbol", "flipped"):
         d = icl_delta(base.base.rows("icl", s), tuned.base.rows("icl", s), "acc")
-        want = tuned.base.results["icl"]["summary"][s]["acc"] - base.base.results["icl"]["summary"][s]["acc"]
+        want = tuned.base.results.icl.summary[s].acc - base.base.results.icl.summary[s].acc
         assert d["delta"] == pytest.approx(want) and d["unpaired"] == 0
         assert d["ci95"][0] <= d["delta"] <= d["ci95"][1]
 
@@ -187,9 +189,9 @@ def test_paired_delta_math():
 
 
 def test_cells_with_several_exemplar_draws():
-    stats = {"acc": 0.5, "acc_ci95": [0.25, 0.75], "acc_trials": [0.4, 0.6], "acc_trial_std": 0.1414}
+    stats = Stats(n=40, acc=0.5, ci95={"acc": [0.25, 0.75]}, trials={"acc": [0.4, 0.6]}, trial_std={"acc": 0.1414})
     assert with_ci(stats, "acc") == "50.0 [25.0, 75.0] sd 14.1 over 2 draws"
-    assert with_ci({"acc": None}, "acc") == with_ci(None, "acc") == "-"
+    assert with_ci(Stats(n=0), "acc") == with_ci(None, "acc") == "-"
 
 
 def test_per_task_and_algorithmic_cells(report, evals):
@@ -245,7 +247,7 @@ def test_evaluation_without_generation(evals, tmp_path):
     for s in icl:
         s["correct"]["gen_acc"], s["in_label_set"] = None, None
     chance = {t: st["chance"] for per in res["icl"]["per_task"].values() for t, st in per.items()}
-    res["icl"] = summarize(icl, chance)
+    res["icl"] = summarize(icl, chance).to_dict()
     for d in ("b", "t"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "results.json").write_text(json.dumps(res))

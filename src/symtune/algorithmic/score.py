@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from ..results import AlgoStats
+
 _LIST = re.compile(r"\[([^\[\]]*)\]")
 _INT = re.compile(r"-?\d+")
 _QUOTED = re.compile(r"'([01]*)'")
@@ -66,7 +68,7 @@ def score_generation(kind: str, generation: str, target: str) -> dict:
             "cut": cut}  # fmt: skip
 
 
-def summarize(rows: Iterable[dict]) -> dict:
+def summarize(rows: Iterable[dict]) -> AlgoStats:
     """Counts and accuracies over scored rows: n, exact, parsed, malformed, cut, exact_acc, parsed_acc."""
     n = exact = parsed = malformed = cut = 0
     for r in rows:
@@ -75,12 +77,5 @@ def summarize(rows: Iterable[dict]) -> dict:
         parsed += r["parsed"]
         malformed += r["malformed"]
         cut += r.get("cut", False)  # samples written before `cut` existed lack it
-    return {
-        "n": n,
-        "exact": exact,
-        "parsed": parsed,
-        "malformed": malformed,
-        "cut": cut,
-        "exact_acc": exact / n if n else None,
-        "parsed_acc": parsed / n if n else None,
-    }
+    return AlgoStats(n=n, exact=exact, parsed=parsed, malformed=malformed, cut=cut,
+                     exact_acc=exact / n if n else None, parsed_acc=parsed / n if n else None)

@@ -27,6 +27,7 @@ from pathlib import Path
 from ..episodes import get_setting, seeded_order
 from ..formats import get_format, render_prompt
 from ..metrics import pct
+from ..results import AlgoResults, AlgoSetting
 from ..tables import format_table
 from .bigbench import BigBenchError, Subtask, load_bigbench
 from .categories import CATEGORIES, categorize, check_categories
@@ -264,13 +265,12 @@ def build_algorithmic_requests(
 
 def score_algorithmic(
     requests: Sequence[AlgoRequest], generations: Sequence[str], skipped: dict[str, str] | None = None
-) -> tuple[list[dict], dict]:
+) -> tuple[list[dict], AlgoResults]:
     """(samples, tables) for generations aligned with requests.
 
     samples: one dict per request (id, part, subtask, category, setting, rule, prompt_sha256, target,
-    generation, answer, exact, parsed, malformed, cut, meta). tables: {"parts": {part: {setting: {"overall":
-    stats, "categories": {category: stats}, "subtasks": {subtask: stats}}}}, "skipped": {part: reason}},
-    stats as score.summarize gives them (n, exact, parsed, malformed, cut, exact_acc, parsed_acc).
+    generation, answer, exact, parsed, malformed, cut, meta). tables: per part and setting, the overall,
+    per-category and per-subtask AlgoStats (results.AlgoResults), and the parts skipped with their reason.
     """
     if len(requests) != len(generations):
         raise ValueError(f"{len(generations)} generations for {len(requests)} requests")
@@ -297,14 +297,14 @@ def score_algorithmic(
     parts = {}
     for part in sorted(groups, key=PARTS.index):
         parts[part] = {
-            setting: {
-                "overall": summarize(g["overall"]),
-                "categories": {c: summarize(g["categories"][c]) for c in sorted(g["categories"], key=cat_key)},
-                "subtasks": {n: summarize(v) for n, v in sorted(g["subtasks"].items())},
-            }
+            setting: AlgoSetting(
+                overall=summarize(g["overall"]),
+                categories={c: summarize(g["categories"][c]) for c in sorted(g["categories"], key=cat_key)},
+                subtasks={n: summarize(v) for n, v in sorted(g["subtasks"].items())},
+            )
             for setting, g in groups[part].items()
         }
-    return samples, {"parts": parts, "skipped": dict(skipped or {})}
+    return samples, AlgoResults(parts, dict(skipped or {}))
 
 
 def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str], int]) -> list[int]:
@@ -319,31 +319,31 @@ def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str],
     return [min(r.max_new_tokens, n[r.longest_target] + 2) for r in requests]
 
 
-def format_algorithmic_tables(tables: dict, subtasks: bool = False) -> str:
+def format_algorithmic_tables(tables: AlgoResults, subtasks: bool = False) -> str:
     """Plain-text tables: per part, categories (and overall) x settings, exact / parsed accuracy (%), n;
     per-subtask rows too when subtasks=True; skipped parts with their reasons."""
     blocks = []
-    for part, by_setting in tables["parts"].items():
+    for part, by_setting in tables.parts.items():
         settings = list(by_setting)
         names: list[str] = []
         for s in settings:
-            names += [c for c in by_setting[s]["categories"] if c not in names]
+            names += [c for c in by_setting[s].categories if c not in names]
 
         def row(label, pick, settings=settings, by_setting=by_setting):
             cells = [label]
             for s in settings:
                 st = pick(by_setting[s])
-                cells += [pct(st["exact_acc"]), pct(st["parsed_acc"]), str(st["n"])] if st else ["-", "-", "0"]
+                cells += [pct(st.exact_acc), pct(st.parsed_acc), str(st.n)] if st else ["-", "-", "0"]
             return cells
 
-        rows = [row(c, lambda t, c=c: t["categories"].get(c)) for c in names]
-        rows.append(row("overall", lambda t: t["overall"]))
+        rows = [row(c, lambda t, c=c: t.categories.get(c)) for c in names]
+        rows.append(row("overall", lambda t: t.overall))
         if subtasks:
-            subs = sorted({n for s in settings for n in by_setting[s]["subtasks"]})
-            rows += [row(f"  {n}", lambda t, n=n: t["subtasks"].get(n)) for n in subs]
+            subs = sorted({n for s in settings for n in by_setting[s].subtasks})
+            rows += [row(f"  {n}", lambda t, n=n: t.subtasks.get(n)) for n in subs]
         header = [part] + [h for s in settings for h in (f"{s} exact", "parsed", "n")]
-        mal = ", ".join(f"{s}: {by_setting[s]['overall']['malformed']}" for s in settings)
-        cut = ", ".join(f"{s}: {by_setting[s]['overall']['cut']}" for s in settings)
+        mal = ", ".join(f"{s}: {by_setting[s].overall.malformed}" for s in settings)
+        cut = ", ".join(f"{s}: {by_setting[s].overall.cut}" for s in settings)
         blocks.append(format_table(header, rows) + f"\nmalformed answers: {mal}; cut at the budget: {cut}")
-    blocks += [f"skipped {part}: {why}" for part, why in tables.get("skipped", {}).items()]
+    blocks += [f"skipped {part}: {why}" for part, why in tables.skipped.items()]
     return "\n\n".join(blocks)

@@ -25,16 +25,19 @@ from .runs import ReportError, Run, load_run, pair_run
 from .sections import (
     METRIC_TITLES,
     algo_parts,
+    algo_stats,
     algorithmic,
     delta_cell,
     flipped,
     icl_deltas,
     icl_summary,
+    interval,
     per_task,
     settings_of,
     signed,
     table1,
     training,
+    value,
 )
 
 __all__ = ["ReportError", "build_report", "load_run", "pair_run"]
@@ -129,8 +132,8 @@ def how_to_read(runs: list[Run]) -> list[tuple]:
     chance = {}
     for r in runs:
         for e in r.evaluations:
-            for s, st in ((e.results.get("icl") or {}).get("summary") or {}).items():
-                chance.setdefault(s, st.get("chance"))
+            for s, st in (e.results.icl.summary if e.results.icl else {}).items():
+                chance.setdefault(s, st.chance)
     chance_text = ", ".join(f"{s} {pct(c)}%" for s, c in chance.items()) if chance else "none measured here"
     return [
         ("h", 2, "How to read this"),
@@ -158,10 +161,10 @@ def how_to_read(runs: list[Run]) -> list[tuple]:
 def _describe(r: Run) -> list[str]:
     """What tells runs apart: model, tuning preset and seed, steps, final loss, evaluation seed and size."""
     e = r.tuned or r.base
-    ec = (e.results.get("config") or {}) if e else {}
+    ec = e.results.config if e else {}
     tc = (r.training.config or (r.training.summary or {}).get("config") or {}) if r.training else {}
     res = ((r.training.summary or {}).get("results") or {}) if r.training else {}
-    base = (r.base.results.get("model") or {}) if r.base else {}
+    base = r.base.results.model if r.base else {}
     model = tc.get("model") or r.config.get("model") or base.get("name") or base.get("model")
     preset = tc.get("preset") or (r.config.get("tune") or {}).get("preset") or r.config.get("preset")
     loss = res.get("final_loss")
@@ -179,7 +182,7 @@ def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
     blocks.append(("table", head, [_describe(r) for r in runs]))
     settings = settings_of([e for r in runs for e in r.evaluations])
     head = [c for r in runs for c in _columns(r)]
-    chances = {s: {round((icl_summary(e, s) or {}).get("chance") or 0, 6) for r in runs for e in r.evaluations if icl_summary(e, s)}
+    chances = {s: {round(icl_summary(e, s).chance or 0, 6) for r in runs for e in r.evaluations if icl_summary(e, s)}
                for s in settings}  # fmt: skip
     if any(len(c) > 1 for c in chances.values()):
         blocks.append(("p", "**The runs were evaluated on different task sets** (their chance levels differ), so their "
@@ -188,27 +191,27 @@ def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
     for m, title in METRIC_TITLES.items():
         table = []
         for s in settings:
-            chance = next((icl_summary(e, s)["chance"] for r in runs for e in r.evaluations if icl_summary(e, s)), None)
+            chance = next((icl_summary(e, s).chance for r in runs for e in r.evaluations if icl_summary(e, s)), None)
             row = [s, pct(chance)]
             for r in runs:
-                vals = [(icl_summary(e, s) or {}).get(m) for e in r.evaluations]
+                vals = [value(icl_summary(e, s), m) for e in r.evaluations]
                 row += vals and [pct(v) for v in vals] or ["-"]
                 if len(vals) == 2:
                     row.append(delta_cell(deltas[r.name].get((s, m)), *vals))
             table.append(row)
         blocks += [("h", 3, title.split(":")[0]), ("table", ["setting", "chance %", *head], table)]
-        series = [(f"{r.name}: {e.label}", [(icl_summary(e, s) or {}).get(m) for s in settings],
-                   [(icl_summary(e, s) or {}).get(f"{m}_ci95") for s in settings]) for r in runs for e in r.evaluations]  # fmt: skip
+        series = [(f"{r.name}: {e.label}", [value(icl_summary(e, s), m) for s in settings],
+                   [interval(icl_summary(e, s), m) for s in settings]) for r in runs for e in r.evaluations]  # fmt: skip
         if any(v is not None for _, vals, _ in series for v in vals):
             panels.append({"title": title.split(":")[0], "groups": settings, "series": series,
-                           "chance": [next((icl_summary(e, s)["chance"] for r in runs for e in r.evaluations if icl_summary(e, s)), None)
+                           "chance": [next((icl_summary(e, s).chance for r in runs for e in r.evaluations if icl_summary(e, s)), None)
                                       for s in settings]})  # fmt: skip
     algo = []
     keys = list(dict.fromkeys((p, s) for r in runs for e in r.evaluations for p, by in algo_parts(e).items() for s in by))
     for part, s in keys:
         row = [part, s]
         for r in runs:
-            vals = [(((algo_parts(e).get(part) or {}).get(s) or {}).get("overall") or {}).get("exact_acc") for e in r.evaluations]
+            vals = [getattr(algo_stats(e, part, s), "exact_acc", None) for e in r.evaluations]
             row += vals and [pct(v) for v in vals] or ["-"]
             if len(vals) == 2:
                 row.append("-" if None in vals else signed(vals[1] - vals[0]))

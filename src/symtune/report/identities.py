@@ -41,7 +41,7 @@ def identities(run: Run) -> list[tuple]:
                 for name, st in stages.items() if name != "report"]  # fmt: skip
         blocks += [("h", 3, "Stages"), ("table", ["stage", "status", "directory", "key", "seconds"], rows)]
     evals = run.evaluations
-    models = [[e.label, _model(e.results.get("model")), f"`{e.path}`"] for e in evals]
+    models = [[e.label, _model(e.results.model), f"`{e.path}`"] for e in evals]
     if run.training and run.training.summary:
         models.append(["tuning base", _model(run.training.summary.get("model_identity")), f"`{run.training.path}`"])
     if models:
@@ -58,28 +58,29 @@ def identities(run: Run) -> list[tuple]:
     else:
         why = [n for n in run.notes if n.startswith("mixture")]
         blocks.append(("p", "No mixture manifest: " + ("; ".join(why) if why else "this run has no mixture stage") + "."))
-    with_data = [e for e in evals if e.results.get("data")]
+    with_data = [e for e in evals if e.results.data]
     if with_data:
-        data = with_data[0].results["data"]
-        rows = [[t, str(i.get("labels")), f"{i.get('query_split')} / {i.get('exemplar_split')}",
-                 ", ".join(f"{sp}: `{Path(src).name}`" for sp, src in (i.get("sources") or {}).items()),
-                 ", ".join(f"{sp}: {h[:16]}…" for sp, h in (i.get("sha256") or {}).items()),
-                 json.dumps(i.get("skipped")) if i.get("skipped") else "-", str(i.get("trimmed", "-"))] for t, i in data.items()]  # fmt: skip
+        data = with_data[0].results.data
+        rows = [[t, str(i.labels), f"{i.query_split} / {i.exemplar_split}",
+                 ", ".join(f"{sp}: `{Path(src).name}`" for sp, src in i.sources.items()),
+                 ", ".join(f"{sp}: {h[:16]}…" for sp, h in i.sha256.items()),
+                 json.dumps(i.skipped) if i.skipped else "-", str(i.trimmed)] for t, i in data.items()]  # fmt: skip
         blocks += [("h", 3, "Evaluation data"),
                    ("table", ["task", "labels", "query / exemplar split", "sources", "sha256", "skipped", "exemplars dropped to fit"], rows)]  # fmt: skip
         if len(with_data) == 2:
-            other = with_data[1].results["data"]
-            diff = sorted(t for t in set(data) | set(other) if (data.get(t) or {}).get("sha256") != (other.get(t) or {}).get("sha256"))
+            other = with_data[1].results.data
+            diff = sorted(t for t in set(data) | set(other)
+                          if getattr(data.get(t), "sha256", None) != getattr(other.get(t), "sha256", None))  # fmt: skip
             blocks.append(("p", f"**The two evaluations read different data for: {', '.join(diff)}.** Their numbers are not comparable there."
                            if diff else "Both evaluations read byte-identical task data (same sha256)."))  # fmt: skip
     if evals:
-        cfgs = [e.results.get("config") or {} for e in evals]
+        cfgs = [e.results.config for e in evals]
         rows = [[k, *[json.dumps(c.get(k)) for c in cfgs]] for k in EVAL_KEYS if any(k in c for c in cfgs)]
         blocks += [("h", 3, "Evaluation configs"), ("table", ["field", *[e.label for e in evals]], rows)]
         differ = [r[0] for r in rows if len(set(r[1:])) > 1]
         if len(evals) == 2 and differ:
             blocks.append(("p", f"**The evaluation configs differ in: {', '.join(differ)}.**"))
-    versions = {e.label + " eval": e.results.get("versions") or {} for e in evals}
+    versions = {e.label + " eval": e.results.versions for e in evals}
     if run.training and run.training.summary:
         versions["tune"] = run.training.summary.get("versions") or {}
     if run.mixture:
@@ -87,9 +88,9 @@ def identities(run: Run) -> list[tuple]:
     if versions:
         names = list(dict.fromkeys(k for v in versions.values() for k in v))
         blocks += [("h", 3, "Versions"), ("table", ["package", *versions], [[n, *[str(v.get(n, "-")) for v in versions.values()]] for n in names])]
-    timing = [[f"{e.label} evaluation", num((e.results.get("timing") or {}).get("seconds"), 0),
-               f"{(e.results.get('timing') or {}).get('queries')} queries, {(e.results.get('timing') or {}).get('resumed_from_cache')} from cache"]
-              for e in evals]  # fmt: skip
+    timing = [[f"{e.label} evaluation", num(e.results.timing.seconds, 0),
+               f"{e.results.timing.queries} queries, {e.results.timing.resumed_from_cache} from cache"]
+              for e in evals if e.results.timing]  # fmt: skip
     if run.training and run.training.summary:
         res = run.training.summary.get("results") or {}
         timing.insert(0, ["tuning", num(res.get("train_seconds"), 0), f"{res.get('steps')} steps"])

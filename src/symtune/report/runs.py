@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..results import EvalResults, ResultsError
+
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned")
 TRAIN_LOGS = ("train_log.jsonl", "training_log.jsonl")  # symtune's JSONL log; the second name is accepted too
 TUNE_CONFIGS = ("tune_config.yaml", "resolved_config.yaml", "resolved_config.json")
@@ -26,7 +28,7 @@ class ReportError(ValueError):
 class Evaluation:
     path: Path
     label: str  # "base", "tuned" or "evaluated model"
-    results: dict
+    results: EvalResults
     samples: list[dict] | None  # None without samples.jsonl (then no paired intervals)
 
     def rows(self, kind: str, setting: str) -> list[dict]:
@@ -90,11 +92,15 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def load_evaluation(path: Path, label: str, notes: list[str], stage: str) -> Evaluation | None:
-    results = _read_json(path / "results.json", notes)
-    if results is None:
+    if not (path / "results.json").is_file():
         notes.append(f"{stage}: no results.json in `{path}`")
         return None
-    if not results.get("complete", False):
+    try:
+        results = EvalResults.load(path / "results.json")
+    except ResultsError as e:
+        notes.append(f"{stage}: {e}; left out")
+        return None
+    if not results.complete:
         notes.append(f"{stage}: `{path}/results.json` is marked incomplete; its numbers are partial")
     samples = read_jsonl(path / "samples.jsonl") if (path / "samples.jsonl").is_file() else None
     if samples is None:

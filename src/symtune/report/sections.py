@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..episodes import EVAL_SETTINGS, SETTINGS
 from ..metrics import interval_cell, pct
+from ..results import AlgoSetting, AlgoStats, Stats
 from .figures import bar_figure, evaluation_points, loss_figure
 from .paired import algorithmic_delta, icl_delta
 from .runs import Evaluation, Run
@@ -22,7 +23,7 @@ def signed(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:+.1f}"
 
 
-def with_ci(stats: dict | None, m: str) -> str:
+def with_ci(stats: Stats | None, m: str) -> str:
     """"48.7 [40.1, 57.0]" (+ the spread over exemplar draws when there were several)."""
     return interval_cell(stats, m, long=True)
 
@@ -41,16 +42,25 @@ def arrow(b: float | None, t: float | None, paired: bool) -> str:
 
 
 def settings_of(evals: list[Evaluation]) -> list[str]:
-    seen = [s for e in evals for s in (e.results.get("icl") or {}).get("summary", {})]
+    seen = [s for e in evals if e.results.icl for s in e.results.icl.summary]
     return [s for s in EVAL_SETTINGS if s in seen] + sorted({s for s in seen if s not in EVAL_SETTINGS})
 
 
-def icl_summary(e: Evaluation | None, setting: str) -> dict | None:
-    return ((e.results.get("icl") or {}).get("summary") or {}).get(setting) if e else None
+def icl_summary(e: Evaluation | None, setting: str) -> Stats | None:
+    return e.results.icl.summary.get(setting) if e and e.results.icl else None
 
 
-def _per_task(e: Evaluation | None, setting: str) -> dict:
-    return ((e.results.get("icl") or {}).get("per_task") or {}).get(setting) or {} if e else {}
+def _per_task(e: Evaluation | None, setting: str) -> dict[str, Stats]:
+    return e.results.icl.per_task.get(setting) or {} if e and e.results.icl else {}
+
+
+def value(stats: Stats | None, key: str) -> float | None:
+    """A metric (or chance, or the share of answers in the label set) of stats that may be missing."""
+    return stats.value(key) if stats else None
+
+
+def interval(stats: Stats | None, metric: str) -> list[float] | None:
+    return stats.ci95.get(metric) if stats else None
 
 
 def icl_deltas(run: Run) -> dict:
@@ -64,14 +74,14 @@ def icl_deltas(run: Run) -> dict:
     return out
 
 
-def _get(e: Evaluation | None, setting: str, key: str):
-    return (icl_summary(e, setting) or {}).get(key)
+def _get(e: Evaluation | None, setting: str, key: str) -> float | None:
+    return value(icl_summary(e, setting), key)
 
 
 def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
     """Per setting: accuracy of base and tuned with their intervals, Δ with its paired interval, chance; for both
     scoring rules, then the length-normalised rank variants, then the chart."""
-    evals = [e for e in run.evaluations if "icl" in e.results]
+    evals = [e for e in run.evaluations if e.results.icl]
     blocks: list[tuple] = [("h", 2, "In-context learning: the Table-1 comparison")]
     if not evals:
         return blocks + [("p", "No in-context-learning results in this run (no evaluation stage, or the suite was "
@@ -116,7 +126,7 @@ def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
                    ("table", ["setting", "rank (sum) %", "per token %", "Δ per token", "per character %", "Δ per character"], norm)]  # fmt: skip
     panels = []
     for m, title in METRIC_TITLES.items():
-        series = [(e.label, [_get(e, s, m) for s in settings], [_get(e, s, f"{m}_ci95") for s in settings]) for e in evals]
+        series = [(e.label, [_get(e, s, m) for s in settings], [interval(icl_summary(e, s), m) for s in settings]) for e in evals]
         if any(v is not None for _, vals, _ in series for v in vals):
             panels.append({"title": title.split(":")[0] + " (95% bootstrap intervals)", "groups": settings,
                            "series": series, "chance": [_get(b, s, "chance") or _get(t, s, "chance") for s in settings]})  # fmt: skip
@@ -143,7 +153,7 @@ def _pairing_note(deltas: dict) -> str:
 
 
 def per_task(run: Run) -> list[tuple]:
-    evals = [e for e in run.evaluations if "icl" in e.results]
+    evals = [e for e in run.evaluations if e.results.icl]
     if not evals:
         return []
     paired = run.base is not None and run.tuned is not None and len(evals) == 2
@@ -159,10 +169,10 @@ def per_task(run: Run) -> list[tuple]:
             cells = []
             for s in settings:
                 pb, pt = _per_task(b, s).get(task), _per_task(t, s).get(task)
-                cells.append("n/a" if pb is None and pt is None else arrow((pb or {}).get(m), (pt or {}).get(m), paired))
-            first = next((_per_task(e, s)[task] for e in evals for s in settings if task in _per_task(e, s)), {})
-            n = max((_per_task(e, s)[task]["n"] for e in evals for s in settings if task in _per_task(e, s)), default=0)
-            rows.append([task, *cells, str(n), pct(first.get("chance"))])
+                cells.append("n/a" if pb is None and pt is None else arrow(value(pb, m), value(pt, m), paired))
+            first = next((_per_task(e, s)[task] for e in evals for s in settings if task in _per_task(e, s)), None)
+            n = max((_per_task(e, s)[task].n for e in evals for s in settings if task in _per_task(e, s)), default=0)
+            rows.append([task, *cells, str(n), pct(value(first, "chance"))])
         blocks += [("h", 3, title.split(":")[0]), ("table", ["task", *settings, "n", "chance %"], rows)]
     return blocks
 
@@ -174,8 +184,8 @@ def flipped(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
         return blocks + [("p", "No flipped-label results (the setting was not evaluated, or no task is binary).")]
     tasks = sorted({t for e in evals for t in _per_task(e, "flipped")})
     panels = [{"title": f"{title.split(':')[0]}, flipped labels", "groups": tasks,
-               "series": [(e.label, [(_per_task(e, "flipped").get(t) or {}).get(m) for t in tasks], [None] * len(tasks)) for e in evals],
-               "chance": [next((_per_task(e, "flipped")[t]["chance"] for e in evals if t in _per_task(e, "flipped")), None) for t in tasks]}
+               "series": [(e.label, [value(_per_task(e, "flipped").get(t), m) for t in tasks], [None] * len(tasks)) for e in evals],
+               "chance": [next((_per_task(e, "flipped")[t].chance for e in evals if t in _per_task(e, "flipped")), None) for t in tasks]}
               for m, title in METRIC_TITLES.items()]  # fmt: skip
     blocks.append(("p", "Binary tasks with the labels of exemplars and query swapped: above chance means the model "
                         "follows the exemplars against what it knows. Symbol tuning raised this most in the paper "
@@ -184,13 +194,15 @@ def flipped(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
     return blocks
 
 
-def algo_parts(e: Evaluation | None) -> dict:
-    return ((e.results.get("algorithmic") or {}).get("parts") or {}) if e else {}
+def algo_parts(e: Evaluation | None) -> dict[str, dict[str, AlgoSetting]]:
+    return e.results.algorithmic.parts if e and e.results.algorithmic else {}
 
 
-def _algo_stats(e: Evaluation | None, part: str, setting: str, cat: str) -> dict | None:
-    tab = (algo_parts(e).get(part) or {}).get(setting) or {}
-    return tab.get("overall") if cat == "overall" else (tab.get("categories") or {}).get(cat)
+def algo_stats(e: Evaluation | None, part: str, setting: str, cat: str = "overall") -> AlgoStats | None:
+    tab = (algo_parts(e).get(part) or {}).get(setting)
+    if tab is None:
+        return None
+    return tab.overall if cat == "overall" else tab.categories.get(cat)
 
 
 def _algo_rows(e: Evaluation, part: str, setting: str, cat: str) -> list[dict]:
@@ -198,7 +210,7 @@ def _algo_rows(e: Evaluation, part: str, setting: str, cat: str) -> list[dict]:
 
 
 def algorithmic(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
-    evals = [e for e in run.evaluations if "algorithmic" in e.results]
+    evals = [e for e in run.evaluations if e.results.algorithmic]
     blocks: list[tuple] = [("h", 2, "Algorithmic reasoning")]
     if not evals:
         return blocks + [("p", "No algorithmic results in this run (the suite was `icl`, or no evaluation ran).")]
@@ -215,32 +227,31 @@ def algorithmic(run: Run, fig_dir: Path, prefix: str) -> list[tuple]:
     rows, panels = [], []
     for part in dict.fromkeys(p for e in evals for p in algo_parts(e)):
         settings = list(dict.fromkeys(s for e in evals for s in algo_parts(e).get(part, {})))
-        cats = list(dict.fromkeys(c for e in evals for s in settings
-                                  for c in (algo_parts(e)[part].get(s) or {}).get("categories", {})))  # fmt: skip
+        cats = list(dict.fromkeys(c for e in evals for s in settings if s in algo_parts(e).get(part, {})
+                                  for c in algo_parts(e)[part][s].categories))  # fmt: skip
         groups = [*cats, "overall"]
         series = []
         for s in settings:
             for cat in groups:
-                sb, st = _algo_stats(b, part, s, cat), _algo_stats(t, part, s, cat)
+                sb, st = algo_stats(b, part, s, cat), algo_stats(t, part, s, cat)
                 if sb is None and st is None:
                     continue
-                sb, st = sb or {}, st or {}
-                row = [part, s, cat, str(sb.get("n", st.get("n")))]
+                row = [part, s, cat, str((sb or st).n)]
+                eb, et = (sb.exact_acc if sb else None), (st.exact_acc if st else None)
                 if paired:
                     d = algorithmic_delta(_algo_rows(b, part, s, cat), _algo_rows(t, part, s, cat), "exact")
-                    row += [arrow(sb.get("exact_acc"), st.get("exact_acc"), True),
-                            delta_cell(d, sb.get("exact_acc"), st.get("exact_acc")),
-                            arrow(sb.get("parsed_acc"), st.get("parsed_acc"), True),
-                            f"{sb.get('malformed', '-')} → {st.get('malformed', '-')}"]  # fmt: skip
+                    row += [arrow(eb, et, True), delta_cell(d, eb, et),
+                            arrow(sb.parsed_acc if sb else None, st.parsed_acc if st else None, True),
+                            f"{sb.malformed if sb else '-'} → {st.malformed if st else '-'}"]  # fmt: skip
                 else:
-                    row += [pct(sb.get("exact_acc")), pct(sb.get("parsed_acc")), str(sb.get("malformed", "-"))]
+                    row += [pct(eb), pct(sb.parsed_acc), str(sb.malformed)]
                 rows.append(row)
             for e in (b, t) if paired else (b,):
-                vals = [(_algo_stats(e, part, s, c) or {}).get("exact_acc") for c in groups]
+                vals = [getattr(algo_stats(e, part, s, c), "exact_acc", None) for c in groups]
                 series.append((f"{e.label}, {s}", vals, [None] * len(vals)))
         panels.append({"title": f"{part}: exact match by category", "groups": groups, "series": series})
     blocks.append(("table", head, rows))
-    skipped = {p: why for e in evals for p, why in (e.results["algorithmic"].get("skipped") or {}).items()}
+    skipped = {p: why for e in evals for p, why in e.results.algorithmic.skipped.items()}
     if skipped:
         blocks.append(("ul", [f"`{p}` skipped: {why}" for p, why in skipped.items()]))
     if panels:

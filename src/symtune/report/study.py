@@ -18,7 +18,16 @@ from .document import to_html, to_markdown
 from .figures import COLORS, bar_figure, evaluation_points
 from .paired import algorithmic_delta
 from .runs import Run, load_run
-from .sections import METRIC_TITLES, delta_cell, icl_deltas, icl_summary, settings_of, with_ci
+from .sections import (
+    METRIC_TITLES,
+    delta_cell,
+    icl_deltas,
+    icl_summary,
+    interval,
+    settings_of,
+    value,
+    with_ci,
+)
 
 SHORT = {"gen_acc": "generation accuracy", "acc": "rank accuracy"}
 
@@ -46,10 +55,10 @@ def _tokens(run: Run) -> str:
 
 def _algo_cells(run: Run) -> list[str]:
     """Δ exact match over each generated/BIG-bench algorithmic part (all settings pooled), paired."""
-    if not (run.base and run.tuned) or "algorithmic" not in run.base.results:
+    if not (run.base and run.tuned) or run.base.results.algorithmic is None:
         return []
     cells = []
-    for part in sorted(run.base.results["algorithmic"].get("parts") or {}):
+    for part in sorted(run.base.results.algorithmic.parts):
         b = [s for s in run.base.samples or [] if s.get("part") == part]
         t = [s for s in run.tuned.samples or [] if s.get("part") == part]
         cells.append(f"{part}: {delta_cell(algorithmic_delta(b, t, 'exact'))}")
@@ -81,11 +90,11 @@ def _figure(path: Path, runs: dict[str, Run], names: list[str], title: str) -> P
     settings = settings_of([e for r in done for e in r.evaluations])
     panels = []
     for m in METRIC_TITLES:
-        series = [("base", [(icl_summary(done[0].base, s) or {}).get(m) for s in settings],
-                   [(icl_summary(done[0].base, s) or {}).get(f"{m}_ci95") for s in settings])]  # fmt: skip
-        series += [(r.name, [(icl_summary(r.tuned, s) or {}).get(m) for s in settings],
-                    [(icl_summary(r.tuned, s) or {}).get(f"{m}_ci95") for s in settings]) for r in done]  # fmt: skip
-        chance = [(icl_summary(done[0].base, s) or {}).get("chance") for s in settings]
+        series = [("base", [value(icl_summary(done[0].base, s), m) for s in settings],
+                   [interval(icl_summary(done[0].base, s), m) for s in settings])]  # fmt: skip
+        series += [(r.name, [value(icl_summary(r.tuned, s), m) for s in settings],
+                    [interval(icl_summary(r.tuned, s), m) for s in settings]) for r in done]  # fmt: skip
+        chance = [value(icl_summary(done[0].base, s), "chance") for s in settings]
         panels.append({"title": f"{title}: {SHORT[m]} (95% bootstrap intervals)", "groups": settings, "series": series,
                        "chance": chance})  # fmt: skip
     return bar_figure(path, panels)

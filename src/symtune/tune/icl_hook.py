@@ -23,7 +23,7 @@ def icl_eval_fn(data_dir: str | None = None, settings: Sequence[str] = ("symbol"
                                 batch_size=batch_size)
             backend = HFBackend(model, tokenizer, batch_size=batch_size, identity={"backend": "hf", "model": "in-training"})
             results = evaluate(config, backend=backend, progress=False)
-        return {f"{setting}/{m}": stats[m] for setting, stats in results["icl"]["summary"].items()
-                for m in HOOK_METRICS if stats.get(m) is not None}
+        return {f"{setting}/{m}": stats.value(m) for setting, stats in results.icl.summary.items()
+                for m in HOOK_METRICS if stats.value(m) is not None}
 
     return eval_fn
