@@ -65,8 +65,9 @@ def _mixture(args) -> int:
 
 
 def _eval(args) -> int:
-    from .evaluate import EvalConfig, evaluate, format_results, processes
+    from .evaluate import EvalConfig, evaluate, format_results
     from .flags import given_options
+    from .runner import processes
 
     options = given_options(args, EvalConfig)
     options.setdefault("out", f"runs/eval-{options.get('model', EvalConfig.model).rstrip('/').split('/')[-1]}")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import ResultCache, cache_key, write_atomic
+from .cache import ResultCache, write_atomic
 from .episodes import (
     EVAL_SETTINGS,
     SETTINGS,
@@ -36,6 +34,7 @@ from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize
 from .provenance import package_versions
 from .results import EvalResults, TaskReport, Timing
+from .runner import Processes, for_process, processes, run_cached
 from .scoring import generation_match, rank_predictions
 from .symbols import SymbolPool
 from .tasks import load_catalogue, select_tasks
@@ -44,38 +43,6 @@ SUITES = ("paper", "icl", "algorithmic")
 EXEMPLAR_PROTOCOLS = ("per-query", "shared")
 SYMBOL_POOLS = ("heldout", "tune")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
-# Queries per scoring call, cut from the plan in order: the cache is written after each, and with several
-# processes each takes every n-th chunk. A chunk is scored the same way whichever process scores it, so the
-# numbers do not depend on the number of processes.
-CHUNK = 32
-
-
-@dataclass
-class Processes:
-    """This process's place among those `accelerate launch` started; one process alone by default."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    barrier: Callable[[], None] = lambda: None
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def processes() -> Processes:
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Processes()
-    from accelerate import PartialState
-
-    from .tune.recipe import check_launch_environment, has_accelerator
-
-    check_launch_environment("symtune eval")
-    state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
-    return Processes(state.process_index, state.num_processes, state.local_process_index, state.wait_for_everyone)
-
-
 class EvalError(ValueError):
     """An evaluation that cannot run as configured."""
 
@@ -212,44 +179,6 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     return items, report
 
 
-def _key(backend, kind: str, item: dict, max_new_tokens: int) -> str:
-    parts = {"model": backend.identity, "kind": kind, "prompt": item["prompt"]}
-    if kind == "rank":
-        parts["candidates"] = [" " + x for x in item["labels"]]
-    else:
-        parts.update(max_new_tokens=max_new_tokens, stop=["\n"])
-    return cache_key(**parts)
-
-
-def _run_cached(items, backend, cache: ResultCache, kinds: tuple[str, ...], max_new_tokens: int, bar,
-                procs: Processes) -> dict:
-    """{kind: {item id: value}} for every item, from the cache or computed chunk by chunk (then cached); with
-    several processes each computes its share of the chunks and all read the others' results at the end.
-    With both kinds, one pass over each prompt serves the ranking and the generation."""
-    keys = {kind: [_key(backend, kind, it, max_new_tokens) for it in items] for kind in kinds}
-    chunks = [range(s, min(s + CHUNK, len(items))) for s in range(0, len(items), CHUNK)]
-    for chunk in chunks[procs.rank::procs.world]:
-        todo = [i for i in chunk if any(keys[k][i] not in cache for k in kinds)]
-        if todo:
-            prompts = [items[i]["prompt"] for i in todo]
-            if kinds == ("gen",):
-                got = {"gen": backend.generate(prompts, max_new_tokens, ["\n"])}
-            else:
-                requests = [(p, [" " + x for x in items[i]["labels"]]) for p, i in zip(prompts, todo)]
-                if "gen" in kinds:
-                    scores, gens = backend.score_and_generate(requests, max_new_tokens, ["\n"])
-                    got = {"rank": scores, "gen": gens}
-                else:
-                    got = {"rank": backend.loglikelihoods(requests)}
-                got["rank"] = [[asdict(c) for c in sc] for sc in got["rank"]]
-            cache.put_many({keys[k][i]: v for k in kinds for i, v in zip(todo, got[k])})
-        bar.update(len(chunk) * procs.world)
-    if procs.world > 1:
-        procs.barrier()
-        cache.refresh()
-    return {k: {it["id"]: cache.get(key) for it, key in zip(items, keys[k])} for k in kinds}
-
-
 def score_items(items: list[dict], ranks: dict, gens: dict | None) -> list[dict]:
     from .scoring import CandidateScore
 
@@ -320,7 +249,7 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     out = Path(config.out)
     procs = processes()
     if backend is None:
-        backend = make_backend(_for_process(config, procs))
+        backend = make_backend(for_process(config, procs))
     items, report, algo = plan_evaluation(config, backend)  # bad tasks or settings fail here, before --out is made
     progress = progress and procs.main
     cache = ResultCache(out / "cache.jsonl", shard=f"rank{procs.rank}" if procs.world > 1 else None)
@@ -332,7 +261,7 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     if config.suite in ("paper", "icl"):
         kinds = ("rank", "gen") if config.generate else ("rank",)
         with tqdm(total=len(items), desc="eval", unit="query", disable=not progress, dynamic_ncols=True) as bar:
-            got = _run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total), procs)
+            got = run_cached(items, backend, cache, kinds, config.max_new_tokens, _Progress(bar, on_progress, 0, total), procs)
         icl_samples = score_items(items, got["rank"], got.get("gen"))
         chance = {t: 1 / info.labels for t, info in report.items()}
         results.icl = summarize(icl_samples, chance, seed=config.seed)
@@ -353,19 +282,6 @@ def evaluate(config: EvalConfig, backend=None, progress: bool = True, on_progres
     return results
 
 
-def _for_process(config: EvalConfig, procs: Processes) -> EvalConfig:
-    """One of several processes: its own GPU (cuda -> cuda:<local rank>), or its share of the CPU cores."""
-    if procs.world == 1:
-        return config
-    if config.device == "cuda":
-        return replace(config, device=f"cuda:{procs.local_rank}")
-    if config.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", procs.world))))
-    return config
-
-
 def _algorithmic(algo, backend, cache: ResultCache, bar, procs: Processes):
     from .algorithmic import score_algorithmic
     from .algorithmic.suite import token_budgets
@@ -377,7 +293,7 @@ def _algorithmic(algo, backend, cache: ResultCache, bar, procs: Processes):
     gens: list[str | None] = [None] * len(reqs)
     for n_new, idx in sorted(groups.items()):
         items = [{"id": reqs[i].id, "prompt": reqs[i].prompt} for i in idx]
-        got = _run_cached(items, backend, cache, ("gen",), n_new, bar, procs)["gen"]
+        got = run_cached(items, backend, cache, ("gen",), n_new, bar, procs)["gen"]
         for i in idx:
             gens[i] = got[reqs[i].id]
     samples, tables = score_algorithmic(reqs, gens, algo.skipped)

@@ -357,7 +357,7 @@ def _evaluate_algorithmic(backend, data_dir, out, *, seed=0, limit=None, **opts)
 
 
 def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, data_dir, tmp_path):
-    from symtune.evaluate import CHUNK
+    from symtune.runner import CHUNK
 
     plan = build_algorithmic_requests(data_dir, seed=0, limit=2)
     backend = EchoTargets({r.prompt: r.target for r in plan.requests})
