@@ -3,6 +3,10 @@
 Every random choice of an episode comes from a `random.Random` seeded with a string naming
 (seed, trial, task, query row, purpose), so a draw depends on nothing else: not on --limit, the order of
 work, batch size, number of processes or PYTHONHASHSEED.
+
+Longer than our ~300-line guide on purpose: it is the one place where the draws of a prompt are made, for
+tuning mixtures, evaluation (per-query and shared exemplars) and the lm-eval export alike, so their random
+streams cannot drift apart.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 Plan every query (tasks x settings x trials), score each by rank classification (all label candidates'
 log-likelihoods) and by greedy generation (exact match after light normalisation), cache each result
 under a key of (model identity, whole prompt, candidates, rule), and write results.json + samples.jsonl.
+The runner (cache, chunks, processes) is `runner.py`; the results' types are `results.py`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Parts:
 Every draw is seeded by a string naming (seed, part/subtask, row[, purpose]), as episodes are, so it does
 not depend on --limit, the order of work or PYTHONHASHSEED; `limit` takes a prefix of each subtask's
 seeded query order.
+
+Longer than our ~300-line guide: the four parts' request builders share one request type, one seeding
+scheme and one scorer; each part alone is short.
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ greedy answer too: a candidate that is the greedy path, followed by a stop, *is*
 answer is decoded from the prompt's slice of the same key/value cache. The LM head runs only on the rows
 that are scored. `naive=True` runs the model's own forward per (prompt + candidate) instead: the
 reference the packed path is tested against (and the fallback for models it cannot serve exactly).
+
+Longer than our ~300-line guide on purpose: planning a batch, building its masks, reusing the prefix cache
+and the two decoders all share one model, its attention layout and its caches; split across modules they
+would pass those back and forth. What needs no model (the packing plan) is in `packing.py`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""`tune()`: mixture + model -> symbol-tuned model. The whole path of a run, top to bottom."""
+"""`tune()`: mixture + model -> symbol-tuned model. The whole path of a run, top to bottom.
+
+Longer than our ~300-line guide on purpose, in torchtune's recipe style: reading this file is reading the
+run (resolve, load, tokenise and pack, train, save); the pieces it calls live beside it (data, trainer,
+outputs, head)."""
 
 from __future__ import annotations
 
