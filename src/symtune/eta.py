@@ -104,3 +104,24 @@ class RunEta:
         if left is None:
             return f"run: {elapsed:.1f} min so far; time left is estimated once a stage has been timed"
         return f"run: {elapsed:.1f} min so far, {'~' if projected else ''}{left / 60:.1f} min left"
+
+
+def size_run(tuning, evaluation, model: str, say) -> RunEta:
+    """A run's estimate sized before it starts: `tuning` (a TuneConfig) by its planned training tokens,
+    `evaluation` (an EvalConfig, None when no evaluation is pending) by its prompt tokens, counted with the
+    base model's tokenizer; `say` is told why an evaluation could not be sized."""
+    packed = tuning.packing and tuning.max_steps > 0
+    train_tokens = tuning.max_steps * tuning.batch_size * tuning.sequence_length if packed else None
+    eval_tokens = None
+    if evaluation is not None and not evaluation.server:
+        from .evaluate import TokenCounter, plan_tokens
+        from .models import load_tokenizer
+
+        try:
+            eval_tokens = plan_tokens(evaluation, TokenCounter(load_tokenizer(model)))
+        except Exception as e:  # the estimate is a convenience: the stage itself reports the real problem
+            say(f"  (no time estimate for the evaluations: {e})")
+    sizes = {"mixture": ("other", None), "tune": ("tune", train_tokens and TRAIN_UNITS_PER_TOKEN * train_tokens),
+             "eval_base": ("eval", eval_tokens), "eval_tuned": ("eval", eval_tokens), "report": ("other", None)}  # fmt: skip
+    caps = {"tune": tuning.time_limit_minutes * 60} if tuning.time_limit_minutes else {}
+    return RunEta(sizes, caps)

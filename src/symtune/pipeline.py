@@ -13,11 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -25,8 +23,8 @@ import yaml
 
 from .cache import write_atomic
 from .configs import config_file, launch_args, read_yaml_mapping, unknown_names
-from .eta import TRAIN_UNITS_PER_TOKEN, RunEta
-from .results import EvalResults
+from .eta import RunEta, size_run
+from .launch import launch_eval, launch_tune
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "runs" / "default.yaml"
@@ -173,195 +171,168 @@ def _eval_config(config: RunConfig, model: str, out: Path):
     return EvalConfig(model=model, out=str(out), data_dir=config.data_dir, **opts)
 
 
-def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: bool = True, say=print) -> dict:
-    """Run (or resume) every stage; returns state.json's content."""
-    from .evaluate import evaluate, format_results
-    from .mixture import MixtureConfig, build_mixture
+def stage_keys(config: RunConfig) -> dict[str, str]:
+    """Each stage's key: its own options, the content of the data and of the task specs it reads, and the keys
+    of the stages it builds on (the number of processes is never part of one: results do not depend on it)."""
     from .models import model_identity
 
+    base_id = model_identity(config.model)
+    data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
+    specs = specs_fingerprint(config.data_dir)  # and so do the task specs: an edited label or instruction redoes
+    keys = {"mixture": _key("mixture", {**asdict(_mixture_config(config)), "data_dir": data, "specs": specs})}
+    keys["tune"] = _key("tune", base_id, _tune_options(config), config.seed, keys["mixture"])
+    eval_cfg = _eval_config(config, config.model, Path("."))
+    defaults = {f.name: f.default for f in fields(eval_cfg)}
+    eval_opts = {k: v for k, v in asdict(eval_cfg).items() if k not in ("out", "model")
+                 and not (k in KEY_NEUTRAL and v == defaults[k])}  # fmt: skip
+    eval_opts["data_dir"], eval_opts["specs"] = data, specs
+    keys["eval_base"] = _key("eval", base_id, eval_opts)
+    keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
+    keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
+    return keys
+
+
+def _mixture_config(config: RunConfig):
+    from .mixture import MixtureConfig
+
+    return MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
+
+
+def _tune_options(config: RunConfig) -> dict:
+    """The tune section without `launch` (how many processes does not change the result)."""
+    return {k: v for k, v in config.tune.items() if k != "launch"}
+
+
+@dataclass
+class _Stages:
+    """What the stages of one invocation share: the run, its keys, the time estimate, where to say things."""
+
+    config: RunConfig
+    run: RunDir
+    keys: dict[str, str]
+    eta: RunEta
+    progress: bool
+    say: Callable[[str], None]
+    dirs: dict[str, Path] = field(default_factory=dict)
+
+
+def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: bool = True, say=print) -> dict:
+    """Run (or resume) every stage; returns state.json's content."""
     if from_stage is not None and from_stage not in STAGES:
         raise PipelineError(f"unknown stage {from_stage!r}; choose from {', '.join(STAGES)}")
     run = RunDir(config)
     run.dir.mkdir(parents=True, exist_ok=True)
     write_atomic(run.dir / "config.yaml", yaml.safe_dump(asdict(config), sort_keys=False))
-    redo = set(STAGES[STAGES.index(from_stage) :]) if from_stage else set()
-    base_id = model_identity(config.model)
-
-    mix_cfg = MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
-    data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
-    specs = specs_fingerprint(config.data_dir)  # and so do the task specs: an edited label or instruction redoes
-    keys = {"mixture": _key("mixture", {**asdict(mix_cfg), "data_dir": data, "specs": specs})}
-    tune_opts = dict(config.tune)
-    launch = tune_opts.pop("launch", None)  # how many processes does not change the result: not in the key
-    keys["tune"] = _key("tune", base_id, tune_opts, config.seed, keys["mixture"])
-    eval_base_cfg = _eval_config(config, config.model, Path("."))
-    defaults = {f.name: f.default for f in fields(eval_base_cfg)}
-    eval_opts = {k: v for k, v in asdict(eval_base_cfg).items() if k not in ("out", "model")
-                 and not (k in KEY_NEUTRAL and v == defaults[k])}
-    eval_opts["data_dir"], eval_opts["specs"] = data, specs
-    keys["eval_base"] = _key("eval", base_id, eval_opts)
-    keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
-    keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
-
-    for name in redo:
+    keys = stage_keys(config)
+    for name in STAGES[STAGES.index(from_stage) :] if from_stage else ():
         if run.stage_dir(name, keys[name]).exists():
             shutil.rmtree(run.stage_dir(name, keys[name]))
     pending = [n for n in STAGES if not run.is_done(n, keys[n])]
-    eta = _run_eta(config, tune_opts, eval_base_cfg, pending, say)
-
-    def stage(i: int, name: str, work) -> Path:
-        key, d = keys[name], run.stage_dir(name, keys[name])
-        if run.is_done(name, key):
-            seconds = run.state["stages"].get(name, {}).get("seconds")
-            say(f"[{i}/{len(STAGES)}] {name}: done earlier ({run.show(d)}), skipped")
-            run.record(name, key, "done", seconds)
-            eta.finish(name, seconds)
-            return d
-        eta.start(name)
-        say(f"[{i}/{len(STAGES)}] {name} -> {run.show(d)} ({eta.line()})")
-        run.record(name, key, "running")
-        t0 = time.time()
-        work(d)
-        run.finish(name, key, time.time() - t0)
-        eta.finish(name)
-        say(f"[{i}/{len(STAGES)}] {name} finished in {(time.time() - t0) / 60:.1f} min")
-        return d
-
-    def do_mixture(d: Path) -> None:
-        build_mixture(mix_cfg, d, overwrite=True, progress=progress)
-
-    mixture_dir = stage(1, "mixture", do_mixture)
-
-    def do_tune(d: Path) -> None:
-        from .tune import tune
-
-        opts = dict(tune_opts)
-        preset = opts.pop("preset", "cpu-small")
-        if opts.get("eval_every") and "eval_data_dir" not in opts:
-            opts["eval_data_dir"] = config.data_dir  # the in-training hook reads the run's data
-        resume = (d / "checkpoints").exists()
-        if resume:
-            say("  resuming tuning from its last checkpoint")
-        if launch:
-            _launch_tune(launch, config.model, str(mixture_dir), str(d), preset=preset, resume=resume,
-                         overwrite=not resume, seed=config.seed, say=say, **opts)
-            return
-        tune(config.model, str(mixture_dir), str(d), preset=preset, resume=resume, overwrite=not resume, seed=config.seed,
-             callbacks=[_eta_callback(eta, say)], **opts)
-
-    tune_dir = stage(2, "tune", do_tune)
-
-    results = {}
-
-    def do_eval(model: str, tag: str):
-        def work(d: Path) -> None:
-            name = f"eval_{tag}"
-
-            def on_progress(done: int, total: int) -> str:
-                eta.progress(name, done / max(total, 1))
-                return eta.line()
-
-            cfg = _eval_config(config, model, d)
-            if config.eval.get("launch"):  # the numbers are those of one process: not in the stage key
-                results[tag] = _launch_eval(config.eval["launch"], cfg, say=say)
-            else:
-                results[tag] = evaluate(cfg, progress=progress, on_progress=on_progress)
-            say(format_results(results[tag]))
-
-        return work
-
-    stage(3, "eval_base", do_eval(config.model, "base"))
-    stage(4, "eval_tuned", do_eval(str(tune_dir), "tuned"))
-
-    def do_report(d: Path) -> None:
-        d.mkdir(parents=True, exist_ok=True)
-        from .report import build_report
-
-        path = build_report([run.dir], out=run.dir)
-        say(f"  report: {path}")
-
-    stage(5, "report", do_report)
-    say(f"run finished in {(time.time() - eta.t0) / 60:.1f} min: {run.dir}")
+    ctx = _Stages(config, run, keys, _run_eta(config, pending, say), progress, say)
+    for i, name in enumerate(STAGES, 1):
+        ctx.dirs[name] = _stage(ctx, i, name)
+    say(f"run finished in {(time.time() - ctx.eta.t0) / 60:.1f} min: {run.dir}")
     return run.state
 
 
-def _launch_tune(launch: list, model: str, mixture: str, out: str, *, say, **kwargs) -> None:
-    """The tuning stage as `accelerate launch <launch...> -m symtune.tune ...` (several GPUs or processes)."""
-    from .tune.cli import tune_argv
-
-    _accelerate(launch, ["symtune.tune", *tune_argv(model, mixture, out, **kwargs)], "tuning",
-                "resumes it from its last checkpoint", say)
-
-
-def _launch_eval(launch: list, cfg, *, say) -> dict:
-    """An evaluation stage as `accelerate launch <launch...> -m symtune.evaluate CONFIG.json` (several GPUs or
-    processes, each scoring its share of the query plan); returns the results the main process wrote."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "eval_config.json", json.dumps(asdict(cfg), indent=1))
-    _accelerate(launch, ["symtune.evaluate", str(out / "eval_config.json")], "evaluation", "resumes it from its cache",
-                say)
-    return EvalResults.load(out / "results.json")
-
-
-def _accelerate(launch: list, module_args: list[str], what: str, resume: str, say) -> None:
-    """`accelerate launch <launch...> -m <module_args...>`; `launch` is the list of accelerate's own arguments,
-    e.g. [--config_file, fsdp2, --num_processes, 8]."""
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch_args(launch), "-m", *module_args]
-    say("  " + shlex.join(cmd))
-    rc = subprocess.run(cmd).returncode
-    if rc != 0:
-        raise PipelineError(f"{what} under accelerate launch failed (exit status {rc}); see its output above. "
-                            f"Rerunning `symtune run` {resume}.")
+def _stage(ctx: _Stages, i: int, name: str) -> Path:
+    """One stage: skipped when its directory holds a finished result for its key, else run and recorded."""
+    run, key = ctx.run, ctx.keys[name]
+    d = run.stage_dir(name, key)
+    if run.is_done(name, key):
+        seconds = run.state["stages"].get(name, {}).get("seconds")
+        ctx.say(f"[{i}/{len(STAGES)}] {name}: done earlier ({run.show(d)}), skipped")
+        run.record(name, key, "done", seconds)
+        ctx.eta.finish(name, seconds)
+        return d
+    ctx.eta.start(name)
+    ctx.say(f"[{i}/{len(STAGES)}] {name} -> {run.show(d)} ({ctx.eta.line()})")
+    run.record(name, key, "running")
+    t0 = time.time()
+    WORK[name](ctx, d)
+    run.finish(name, key, time.time() - t0)
+    ctx.eta.finish(name)
+    ctx.say(f"[{i}/{len(STAGES)}] {name} finished in {(time.time() - t0) / 60:.1f} min")
+    return d
 
 
-def _run_eta(config: RunConfig, tune_opts: dict, eval_cfg, pending: list[str], say) -> RunEta:
-    """The whole-run estimate, sized by the tuning tokens planned and the evaluation's prompt tokens."""
+def mixture_stage(ctx: _Stages, d: Path) -> None:
+    from .mixture import build_mixture
+
+    build_mixture(_mixture_config(ctx.config), d, overwrite=True, progress=ctx.progress)
+
+
+def tune_stage(ctx: _Stages, d: Path) -> None:
+    from .tune import tune
+    from .tune.trainer import ProgressCallback
+
+    config = ctx.config
+    opts = _tune_options(config)
+    preset = opts.pop("preset", "cpu-small")
+    if opts.get("eval_every") and "eval_data_dir" not in opts:
+        opts["eval_data_dir"] = config.data_dir  # the in-training hook reads the run's data
+    resume = (d / "checkpoints").exists()
+    if resume:
+        ctx.say("  resuming tuning from its last checkpoint")
+    common = dict(preset=preset, resume=resume, overwrite=not resume, seed=config.seed, **opts)
+    if config.tune.get("launch"):
+        launch_tune(config.tune["launch"], config.model, str(ctx.dirs["mixture"]), str(d), say=ctx.say, **common)
+        return
+    tune(config.model, str(ctx.dirs["mixture"]), str(d), callbacks=[ProgressCallback(_tune_reporter(ctx))], **common)
+
+
+def _tune_reporter(ctx: _Stages, every: float = 30.0) -> Callable[[float, float], None]:
+    """Tells the estimate how far tuning is (steps, or the time limit's share when larger) and prints the
+    run's estimate at most every `every` seconds."""
+    said = [None]
+
+    def report(fraction: float, seconds: float) -> None:
+        limit = ctx.eta.caps.get("tune")
+        ctx.eta.progress("tune", max(fraction, seconds / limit) if limit else fraction)
+        if said[0] is None or time.time() - said[0] >= every:
+            said[0] = time.time()
+            ctx.say(f"  {ctx.eta.line()}")
+
+    return report
+
+
+def _evaluation(ctx: _Stages, d: Path, model: str, name: str) -> None:
+    from .evaluate import evaluate, format_results
+
+    def on_progress(done: int, total: int) -> str:
+        ctx.eta.progress(name, done / max(total, 1))
+        return ctx.eta.line()
+
+    cfg = _eval_config(ctx.config, model, d)
+    launch = ctx.config.eval.get("launch")  # the numbers are those of one process: not in the stage key
+    results = launch_eval(launch, cfg, say=ctx.say) if launch else evaluate(cfg, progress=ctx.progress, on_progress=on_progress)
+    ctx.say(format_results(results))
+
+
+def eval_base_stage(ctx: _Stages, d: Path) -> None:
+    _evaluation(ctx, d, ctx.config.model, "eval_base")
+
+
+def eval_tuned_stage(ctx: _Stages, d: Path) -> None:
+    _evaluation(ctx, d, str(ctx.dirs["tune"]), "eval_tuned")
+
+
+def report_stage(ctx: _Stages, d: Path) -> None:
+    from .report import build_report
+
+    d.mkdir(parents=True, exist_ok=True)
+    ctx.say(f"  report: {build_report([ctx.run.dir], out=ctx.run.dir)}")
+
+
+WORK = {"mixture": mixture_stage, "tune": tune_stage, "eval_base": eval_base_stage, "eval_tuned": eval_tuned_stage,
+        "report": report_stage}  # fmt: skip
+
+
+def _run_eta(config: RunConfig, pending: list[str], say) -> RunEta:
+    """The whole-run estimate, sized by the tuning tokens planned and the evaluations' prompt tokens."""
     from .tune.config import resolve_config
 
-    opts = dict(tune_opts)
-    tc = resolve_config(opts.pop("preset", "cpu-small"), **opts)
-    train_tokens = tc.max_steps * tc.batch_size * tc.pack_length if tc.packing and tc.max_steps > 0 else None
-    eval_tokens = None
-    if {"eval_base", "eval_tuned"} & set(pending) and not eval_cfg.server:
-        from .evaluate import TokenCounter, plan_tokens
-        from .models import load_tokenizer
-
-        try:
-            eval_tokens = plan_tokens(eval_cfg, TokenCounter(load_tokenizer(config.model)))
-        except Exception as e:  # the estimate is a convenience: the stage itself reports the real problem
-            say(f"  (no time estimate for the evaluations: {e})")
-    sizes = {"mixture": ("other", None), "tune": ("tune", train_tokens and TRAIN_UNITS_PER_TOKEN * train_tokens),
-             "eval_base": ("eval", eval_tokens), "eval_tuned": ("eval", eval_tokens), "report": ("other", None)}  # fmt: skip
-    caps = {"tune": tc.time_limit_minutes * 60} if tc.time_limit_minutes else {}
-    return RunEta(sizes, caps)
-
-
-def _eta_callback(eta: RunEta, say, every: float = 30.0):
-    """Reports tuning progress (steps, or the time limit's share when larger) and prints the run's
-    estimate at most every `every` seconds."""
-    from transformers import TrainerCallback
-
-    class EtaCallback(TrainerCallback):
-        def __init__(self):
-            self.t_train = self.t_said = None
-
-        def _report(self, state) -> None:
-            now = time.time()
-            self.t_train = self.t_train or now
-            fraction = state.global_step / state.max_steps if state.max_steps else 0.0
-            limit = eta.caps.get("tune")
-            if limit:
-                fraction = max(fraction, (now - self.t_train) / limit)
-            eta.progress("tune", fraction)
-            if state.is_world_process_zero and (self.t_said is None or now - self.t_said >= every):
-                self.t_said = now
-                say(f"  {eta.line()}")
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self._report(state)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            self._report(state)
-
-    return EtaCallback()
+    opts = _tune_options(config)
+    tuning = resolve_config(opts.pop("preset", "cpu-small"), **opts)
+    evaluations = [n for n in ("eval_base", "eval_tuned") if n in pending]
+    return size_run(tuning, _eval_config(config, config.model, Path(".")) if evaluations else None, config.model, say)

@@ -206,6 +206,25 @@ class EvalHookCallback(TrainerCallback):
             self._run(state)
 
 
+class ProgressCallback(TrainerCallback):
+    """Tells `report(fraction of the steps done, seconds since training began)` at the start and after every
+    step, on the main process (how `symtune run` keeps its whole-run time estimate)."""
+
+    def __init__(self, report: Callable[[float, float], None]):
+        self.report, self.t0 = report, None
+
+    def _tell(self, state) -> None:
+        self.t0 = self.t0 or time.time()
+        if state.is_world_process_zero:
+            self.report(state.global_step / state.max_steps if state.max_steps else 0.0, time.time() - self.t0)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._tell(state)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self._tell(state)
+
+
 class TimeLimitCallback(TrainerCallback):
     def __init__(self, minutes: float):
         self.seconds = minutes * 60
