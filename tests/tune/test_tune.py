@@ -404,13 +404,15 @@ def test_config_validation_messages():
         TuneConfig(batch_size=6, micro_batch_size=4)
     with pytest.raises(TuneError, match="optimizer='sgd' is not one of adamw, adafactor"):
         TuneConfig(optimizer="sgd")
-    with pytest.raises(TuneError, match="neither one of cpu-small, paper nor an existing YAML"):
+    with pytest.raises(TuneError, match="neither one of cpu-small, cpu-study, paper nor an existing YAML"):
         resolve_config("laptop")
 
 
 # ---- presets and CLI ----------------------------------------------------------------------------
 
 def test_presets_are_package_data_and_mirror_the_config():
+    from symtune.tune.config import PRESETS
+
     paper = load_preset("paper")
     assert (paper["batch_size"], paper["optimizer"], paper["learning_rate"], paper["max_steps"]) == (
         32, "adafactor", 3e-3, 4000)
@@ -418,7 +420,7 @@ def test_presets_are_package_data_and_mirror_the_config():
     assert paper["lora_optimizer"] == "adamw" and paper["lora_learning_rate"] == 2e-4
     small = resolve_config("cpu-small", model="m", mixture="x", out="o")
     assert small.effective_optimizer == "adamw" and small.precision == "auto" and small.time_limit_minutes == 6
-    for name in ("paper", "cpu-small"):  # every field a preset sets exists; every preset builds a valid config
+    for name in PRESETS:  # every field a preset sets exists; every preset builds a valid config
         resolve_config(name)
 
 
