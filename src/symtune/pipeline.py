@@ -75,7 +75,7 @@ def check_sections(config: RunConfig, where: str = "run config") -> None:
     are errors naming the section."""
     from .evaluate import EvalConfig
     from .mixture import MixtureConfig
-    from .tune.config import FIELD_NAMES, resolve_config
+    from .tune.config import FIELD_NAMES
 
     for name in ("mixture", "tune", "eval"):
         if not isinstance(getattr(config, name), dict):
@@ -88,9 +88,8 @@ def check_sections(config: RunConfig, where: str = "run config") -> None:
         for section in (config.tune, config.eval):
             if "launch" in section:
                 launch_args(section["launch"])
-        MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
-        opts = {k: v for k, v in config.tune.items() if k != "launch"}
-        resolve_config(opts.pop("preset", "cpu-small"), **opts)
+        _mixture_config(config)
+        _tune_config(config)
         _eval_config(config, config.model, Path("."))
     except (TypeError, ValueError) as e:
         raise PipelineError(f"{where}: {e}") from None
@@ -201,6 +200,14 @@ def _mixture_config(config: RunConfig):
 def _tune_options(config: RunConfig) -> dict:
     """The tune section without `launch` (how many processes does not change the result)."""
     return {k: v for k, v in config.tune.items() if k != "launch"}
+
+
+def _tune_config(config: RunConfig):
+    """The tune section resolved (defaults < preset < options) into a TuneConfig."""
+    from .tune.config import resolve_config
+
+    opts = _tune_options(config)
+    return resolve_config(opts.pop("preset", "cpu-small"), **opts)
 
 
 @dataclass
@@ -330,9 +337,6 @@ WORK = {"mixture": mixture_stage, "tune": tune_stage, "eval_base": eval_base_sta
 
 def _run_eta(config: RunConfig, pending: list[str], say) -> RunEta:
     """The whole-run estimate, sized by the tuning tokens planned and the evaluations' prompt tokens."""
-    from .tune.config import resolve_config
-
-    opts = _tune_options(config)
-    tuning = resolve_config(opts.pop("preset", "cpu-small"), **opts)
+    tuning = _tune_config(config)
     evaluations = [n for n in ("eval_base", "eval_tuned") if n in pending]
     return size_run(tuning, _eval_config(config, config.model, Path(".")) if evaluations else None, config.model, say)
