@@ -192,3 +192,27 @@ def test_dtype_auto_is_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(models, "cpu_has_native_bf16", lambda: True)
     assert models.resolve_dtype("auto") == "bfloat16" and EvalConfig(dtype="auto").dtype == "bfloat16"
     assert models.resolve_dtype("float16") == "float16"  # an explicit choice is kept
+
+
+def test_kernels_held_to_avx2_have_no_native_bf16(monkeypatch, tmp_path):
+    """On a CPU with AVX512-BF16 whose kernels are held to AVX2 (how an AVX2-only CPU is emulated), bf16 is
+    emulated: `auto` must not choose it."""
+    import torch
+
+    from symtune import models
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 amx_bf16\n")
+    real_path = models.Path
+    monkeypatch.setattr(models, "Path", lambda p: real_path(cpuinfo) if p == "/proc/cpuinfo" else real_path(p))
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert models.cpu_has_native_bf16()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert not models.cpu_has_native_bf16()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not models.cpu_has_native_bf16()
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not models.cpu_has_native_bf16()

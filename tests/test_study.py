@@ -54,6 +54,7 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     report = (out / "report.md").read_text()
     assert "Validation suite" in report and "Test suite" in report and "★" in report and "curves.png" in report
     assert "Seen tasks" in report and "diagnostic.png" in report
+    assert "Pending" not in report  # controls run on the test suite only: never pending on validation
     for n in ["a", "learning_rate=0.001", "learning_rate=0.01"]:
         assert n in report
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -133,12 +134,19 @@ def _adapter_config(d: Path) -> dict:
 
 
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: bf16 matrix products run ~2-3x faster than fp32 there (elsewhere they are emulated)."""
+    """AVX512-BF16 or AMX: bf16 matrix products run ~2-3x faster than fp32 there (elsewhere they are emulated).
+    A process whose kernels are held to AVX2 (`ATEN_CPU_CAPABILITY=avx2`, `ONEDNN_MAX_CPU_ISA=AVX2`: how an
+    AVX2-only CPU is emulated on a newer one) emulates bf16 too, whatever the CPU has."""
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
         return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+    if not any(f in flags.split() for f in ("avx512_bf16", "amx_bf16")):
+        return False
+    import torch
+
+    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512") and (onednn == "ALL" or "AVX512" in onednn)
 
 
 def resolve_dtype(dtype: str, device: str = "cpu") -> str:

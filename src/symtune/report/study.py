@@ -168,8 +168,9 @@ def build_study_report(config) -> Path:
                                 f"{d.get('limit') or d.get('max_queries', 100)} queries per task. It asks whether a recipe "
                                 "teaches in-context learning on the tasks it was tuned on, whether or not that transfers "
                                 "to new tasks (the validation and test suites)."))  # fmt: skip
-        pending = [r.name for r in config.recipes if ((phase != "test" and not r.control) or r.name in test)
-                   and not (r.name in runs and runs[r.name].base and runs[r.name].tuned)]  # fmt: skip
+        # validation and diagnostic run every recipe but the controls; the test phase those it has started
+        wanted = [r.name for r in config.recipes if (r.name in test if phase == "test" else not r.control)]
+        pending = [n for n in wanted if not (n in runs and runs[n].base and runs[n].tuned)]
         if phase == "test" and not test:
             blocks.append(("p", "Not run yet (the test phase runs after the selection)."))
             continue
