@@ -176,6 +176,10 @@ def test_time_limit_stops_and_still_saves(tiny_dir, mixture_dir, tmp_path):
                                                                  "keep_checkpoints": False, "save_steps": 1})
     assert summary["results"]["steps"] == summary["results"]["stopped_by_time_limit"] == 1
     assert (out / "model.safetensors").is_file() and not (out / "checkpoints").exists()
+    # a limit passed during the last step stopped nothing
+    last = tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "last"), **{**FAST, "max_steps": 1, "time_limit_minutes": 1e-4,
+                                                                        "keep_checkpoints": False, "save_steps": 1})
+    assert last["results"]["steps"] == 1 and last["results"]["stopped_by_time_limit"] is None
 
 
 # ---- checkpoints: kill and resume, full disk ----------------------------------------------------

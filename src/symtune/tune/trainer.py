@@ -235,6 +235,6 @@ class TimeLimitCallback(TrainerCallback):
         self.start = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.time() - self.start > self.seconds:
-            control.should_training_stop = True
+        if time.time() - self.start > self.seconds and state.global_step < state.max_steps:
+            control.should_training_stop = True  # (the last step is not "stopped by the limit")
             self.stopped_at = state.global_step
