@@ -3,6 +3,7 @@ rows split small, greedy answers settled from the candidates or decoded from the
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -81,6 +82,7 @@ def _diff(a, b):
 @pytest.mark.parametrize("row_tokens", [48, 2048])
 def test_shared_prefix_equals_full_forward_tiny(tiny_model, row_tokens):
     model, tok = tiny_model
+    before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
     packed = HFBackend(model, tok, row_tokens=row_tokens, min_prefix=16)
     reqs = _requests()
     a, b = packed.loglikelihoods(reqs), HFBackend(model, tok, naive=True).loglikelihoods(reqs)
@@ -91,6 +93,8 @@ def test_shared_prefix_equals_full_forward_tiny(tiny_model, row_tokens):
     assert st["rows"] >= (3 if row_tokens == 48 else 2)
     # fewer tokens forwarded than the prompts hold, with the prefix counted once
     assert st["forward_tokens"] < sum(packed.count_tokens(p) for p, _ in reqs)
+    # grouped-query attention runs on the grouped heads inside the packed forward only: nothing is left set
+    assert os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA") == before
 
 
 def test_greedy_answers_from_the_packed_pass_equal_generate(tiny_model):

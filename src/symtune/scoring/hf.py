@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .packing import Tree, plan
@@ -254,6 +256,12 @@ class HFBackend:
         return trees, jobs
 
     def _packed(self, requests: list[Request], gen: tuple[int, list[str]] | None):
+        if self.device.type == "cpu":
+            # transformers' SDPA path copies every key/value head for each query head it serves when a mask is
+            # given (grouped-query models: 3x for SmolLM2); torch's CPU kernel takes the grouped heads as they
+            # are (`enable_gqa`), with the same log-likelihoods: per-query scoring ~2% faster (60 bench requests, A/B)
+            with _env("TRANSFORMERS_SDPA_FORCE_GQA", "1"):
+                return self._packed_on(requests, gen)
         if self.device.type != "cuda":
             return self._packed_on(requests, gen)
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -426,6 +434,20 @@ class HFBackend:
             for j, i in enumerate(idx):
                 res[i] = cut_at_stop(self.tokenizer.decode(gen[j, n:], skip_special_tokens=True), stop)
         return res
+
+
+@contextmanager
+def _env(name: str, value: str):
+    """The environment variable set for the duration of the block, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def _batches(rows, batch_tokens: int) -> list[list]:
