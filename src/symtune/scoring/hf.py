@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 from .packing import Tree, plan
@@ -256,20 +256,23 @@ class HFBackend:
         return trees, jobs
 
     def _packed(self, requests: list[Request], gen: tuple[int, list[str]] | None):
+        with self._attention_kernels():
+            return self._packed_on(requests, gen)
+
+    def _attention_kernels(self):
+        """How the packed forwards' masked attention should run on this device."""
         if self.device.type == "cpu":
             # transformers' SDPA path copies every key/value head for each query head it serves when a mask is
             # given (grouped-query models: 3x for SmolLM2); torch's CPU kernel takes the grouped heads as they
             # are (`enable_gqa`), with the same log-likelihoods: per-query scoring ~2% faster (60 bench requests, A/B)
-            with _env("TRANSFORMERS_SDPA_FORCE_GQA", "1"):
-                return self._packed_on(requests, gen)
-        if self.device.type != "cuda":
-            return self._packed_on(requests, gen)
-        from torch.nn.attention import SDPBackend, sdpa_kernel
+            return _env("TRANSFORMERS_SDPA_FORCE_GQA", "1")
+        if self.device.type == "cuda":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
 
-        # cuDNN's attention builds a new plan for every new masked shape (milliseconds of CPU each): every
-        # packed batch has its own shape, so use the memory-efficient kernel, which takes masks as they come
-        with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-            return self._packed_on(requests, gen)
+            # cuDNN's attention builds a new plan for every new masked shape (milliseconds of CPU each): every
+            # packed batch has its own shape, so use the memory-efficient kernel, which takes masks as they come
+            return sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+        return nullcontext()
 
     def _packed_on(self, requests: list[Request], gen: tuple[int, list[str]] | None):
         trees, jobs = self._jobs(requests, gen[0] if gen else None)
