@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from tune_vs_trl import matmul_peak  # bench/ is on the path when a bench runs as a script
+from tune_vs_trl import machine_kind, matmul_peak  # bench/ is on the path when a bench runs as a script
 
 from symtune.episodes import (
     EVAL_SETTINGS,
@@ -171,7 +171,12 @@ def main(argv=None):
     fig: dict = {"model": model_identity(args.model), "n_requests": len(reqs),
                  "n_candidates": sum(len(c) for _, c in reqs), "threads": args.threads, "torch": torch.__version__,
                  "chunks": args.chunks, "generate": args.generate, "exemplars": args.exemplars}
-    fig["matmul_peak_gflops"] = {dt: matmul_peak("cpu", dt, 2048, seconds=1.0) / 1e9 for dt in ("float32", "bfloat16")}
+    native, fig["cpu_kind"] = machine_kind("cpu")
+    if not native and not args.skip_bf16:  # bf16 emulated: a row nobody would run, and minutes to time it
+        print(f"{fig['cpu_kind']}: the bf16 row is skipped (fp32 is what symtune runs here)")
+        args.skip_bf16 = True
+    dtypes = ("float32",) if args.skip_bf16 else ("float32", "bfloat16")
+    fig["matmul_peak_gflops"] = {dt: matmul_peak("cpu", dt, 2048, seconds=1.0) / 1e9 for dt in dtypes}
 
     model, tok = load_model(args.model, dtype="float32")
     n_body, (n_vocab, n_hidden) = body_params(model), model.get_output_embeddings().weight.shape
@@ -256,8 +261,8 @@ def report(f: dict) -> str:
              f"mean {pt['mean']:.0f} [{pt['min']}, {pt['max']}]; torch {f['torch']}, {f['threads']} threads; "
              f"timed in {f['chunks']} alternating chunks; {f['exemplars']} exemplars"
              + (f"; each request also a greedy answer of up to {f['generate']} tokens" if f.get("generate") else ""),
-             f"matmul peak (2048^2): fp32 {f['matmul_peak_gflops']['float32']:.1f} GFLOP/s, "
-             f"bf16 {f['matmul_peak_gflops']['bfloat16']:.1f} GFLOP/s"]
+             f"{f.get('cpu_kind', 'CPU')}; matmul peak (2048^2): "
+             + ", ".join(f"{'fp32' if dt == 'float32' else 'bf16'} {v:.1f} GFLOP/s" for dt, v in f["matmul_peak_gflops"].items())]
     for name in ("symtune_fp32", "lm_eval_fp32", "symtune_bf16", "symtune_naive_fp32"):
         if name not in f:
             continue

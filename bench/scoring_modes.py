@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from tune_vs_trl import SIZES, matmul_peak, random_llama_config  # bench/ is on the path when a bench runs
+from tune_vs_trl import SIZES, machine_kind, matmul_peak, random_llama_config  # bench/ is on the path
 
 
 def random_model(size: str, tok, dtype: torch.dtype, device: str):
@@ -109,8 +109,8 @@ def main(argv=None):
         tok = load_tokenizer(resolve_model(args.tokenizer))
     reqs = json.loads(args.requests.read_text())
     fig = {"arch": args.arch, "device": args.device, "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-           "torch": torch.__version__, "runs": {}}
-    print(f"{args.arch} (random init) on {fig['gpu'] or args.device}, torch {torch.__version__}", flush=True)
+           "kind": machine_kind(args.device)[1], "torch": torch.__version__, "runs": {}}
+    print(f"{args.arch} (random init) on {fig['gpu'] or args.device} ({fig['kind']}), torch {torch.__version__}", flush=True)
     for dname in args.dtypes:
         dtype = getattr(torch, dname)
         model = random_model(args.arch, tok, dtype, args.device)

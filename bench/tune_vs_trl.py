@@ -117,6 +117,16 @@ def arm_peaks(device: str) -> dict:
     return {dt: matmul_peak(device, dt, 4096 if device == "cuda" else 1024, seconds=1.0) for dt in ("float32", "bfloat16")}
 
 
+def machine_kind(device: str = "cpu") -> tuple[bool, str]:
+    """(bf16 is native here, the machine's kind in words): what every bench prints beside its figures."""
+    from symtune.models import cpu_has_native_bf16
+
+    if device.startswith("cuda"):
+        return True, "GPU"
+    native = cpu_has_native_bf16()
+    return native, ("CPU with native bf16 (AVX512-BF16/AMX)" if native else "CPU without native bf16 (AVX2: bf16 emulated)")
+
+
 def matmul_peak(device: str, dtype_name: str, n: int, seconds: float = 2.0) -> float:
     import torch
 
@@ -293,11 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         Path(args.arm_out).write_text(json.dumps(result))
         return
 
-    from symtune.models import cpu_has_native_bf16
-
-    native = args.device == "cuda" or cpu_has_native_bf16()
-    kind = ("GPU" if args.device == "cuda" else
-            "CPU with native bf16 (AVX512-BF16/AMX)" if native else "CPU without native bf16 (AVX2: bf16 emulated)")
+    native, kind = machine_kind(args.device)
     matched = [] if any(a.startswith("bf16=") for a in args.trl_arg) else [f"bf16={native}"]
     child = ["--model", args.model, "--mixture", mixture, "--examples", str(args.examples), "--eval-examples",
              str(args.eval_examples), "--device", args.device, *sum((["--symtune-arg", a] for a in args.symtune_arg), [])]
