@@ -79,7 +79,8 @@ def test_killed_two_process_run_resumes(tiny_dir, data_dir, tmp_path):
 def test_run_evaluation_stages_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
     """eval.launch hands both evaluation stages to `accelerate launch` (2 CPU processes); the process count is
     not in the stage keys, and the numbers are those of a one-process run."""
-    from symtune.pipeline import RunConfig, run_pipeline
+    from symtune.pipeline import run_pipeline
+    from symtune.runconfig import RunConfig
 
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)

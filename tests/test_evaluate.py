@@ -8,7 +8,8 @@ import time
 import pytest
 
 from symtune.cache import ResultCache
-from symtune.evaluate import EvalConfig, EvalError, evaluate, plan_icl
+from symtune.evaluate import EvalConfig, EvalError, evaluate
+from symtune.planning import plan_icl
 from symtune.results import SCHEMA_VERSION, EvalResults
 from symtune.scoring import HFBackend
 

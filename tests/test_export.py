@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from symtune.evaluate import EvalConfig, plan_icl
+from symtune.evaluate import EvalConfig
 from symtune.export import export_lm_eval
+from symtune.planning import plan_icl
 from symtune.scoring import HFBackend
 
 

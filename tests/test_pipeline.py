@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from symtune.pipeline import PipelineError, RunConfig, load_run_config, run_pipeline
+from symtune.pipeline import run_pipeline
+from symtune.runconfig import PipelineError, RunConfig, load_run_config
 
 
 def _config(tiny_dir, data_dir, out, **eval_kw):

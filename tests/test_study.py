@@ -103,7 +103,7 @@ def test_headline_run_config_is_the_studys_selected_recipe_on_its_test_protocol(
     import json
     from pathlib import Path
 
-    from symtune.pipeline import load_run_config
+    from symtune.runconfig import load_run_config
     from symtune.tune.config import resolve_config
 
     study = load_study_config("study")

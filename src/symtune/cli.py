@@ -83,10 +83,11 @@ EXPORT_OPTIONS = ("tasks", "settings", "data_dir", "max_queries", "limit", "k", 
 
 
 def _export(args) -> int:
-    from .evaluate import EvalConfig, TokenCounter, plan_icl
+    from .evaluate import EvalConfig
     from .export import export_lm_eval
     from .flags import given_options
     from .models import load_tokenizer
+    from .planning import TokenCounter, plan_icl
 
     config = EvalConfig(suite="icl", **given_options(args, EvalConfig, only=EXPORT_OPTIONS))
     tokens = TokenCounter(load_tokenizer(args.tokenizer), config.max_tokens or 2048)
@@ -106,7 +107,8 @@ def _report(args) -> int:
 
 
 def _run(args) -> int:
-    from .pipeline import load_run_config, run_pipeline
+    from .pipeline import run_pipeline
+    from .runconfig import load_run_config
 
     config = load_run_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir)
     run_pipeline(config, from_stage=args.from_stage, progress=not args.quiet)

@@ -114,8 +114,8 @@ def size_run(tuning, evaluation, model: str, say) -> RunEta:
     train_tokens = tuning.max_steps * tuning.batch_size * tuning.sequence_length if packed else None
     eval_tokens = None
     if evaluation is not None and not evaluation.server:
-        from .evaluate import TokenCounter, plan_tokens
         from .models import load_tokenizer
+        from .planning import TokenCounter, plan_tokens
 
         try:
             eval_tokens = plan_tokens(evaluation, TokenCounter(load_tokenizer(model)))

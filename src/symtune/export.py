@@ -18,7 +18,7 @@ from .cache import write_atomic
 
 
 def export_lm_eval(items: list[dict], out: str | Path, prefix: str = "symtune") -> list[str]:
-    """Write task YAMLs + JSONL data for planned evaluation items (symtune.evaluate.plan_icl); returns the
+    """Write task YAMLs + JSONL data for planned evaluation items (symtune.planning.plan_icl); returns the
     harness task names (a group `<prefix>` holds them all)."""
     out = Path(out).resolve()
     (out / "data").mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ content of the local data directory (not its path) and the keys of the stages it
 directory holds a `.done` marker with its key is skipped, so a finished run does no work again and a
 changed configuration redoes exactly the stages it changes. An interrupted stage resumes: tuning from its
 last checkpoint, evaluation from its per-query cache.
-`state.json` in the run directory records every stage's directory, key, status and duration.
+`state.json` in the run directory records every stage's directory, key, status and duration. The run's
+configuration is `runconfig.py`.
 """
 
 from __future__ import annotations
@@ -22,77 +23,11 @@ from pathlib import Path
 import yaml
 
 from .cache import write_atomic
-from .configs import config_file, launch_args, read_yaml_mapping, unknown_names
 from .eta import RunEta, size_run
 from .launch import launch_eval, launch_tune
+from .runconfig import PipelineError, RunConfig
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "runs" / "default.yaml"
-
-
-class PipelineError(ValueError):
-    """A run configuration or run directory that cannot be used."""
-
-
-@dataclass
-class RunConfig:
-    """One end-to-end run. `mixture`, `tune` and `eval` hold the options of MixtureConfig, of tune() (with
-    `preset`) and of EvalConfig; `out` is the run directory, `model` the base model, `data_dir` the local
-    data (None: the hub). `stages_dir` (default `<out>/stages`) may be shared by several runs: a stage with
-    the same key is then done once for all of them (a study's mixture and base-model evaluation)."""
-
-    out: str = "runs/default"
-    model: str = "smollm2-135m"
-    data_dir: str | None = None
-    seed: int = 0
-    mixture: dict = field(default_factory=dict)
-    tune: dict = field(default_factory=lambda: {"preset": "cpu-small"})
-    eval: dict = field(default_factory=dict)
-    stages_dir: str | None = None
-
-
-def load_run_config(path: str | Path | None = None, **overrides) -> RunConfig:
-    path = config_file(path) if path else DEFAULT_CONFIG
-    raw = read_yaml_mapping(path, "run config", PipelineError)
-    known = set(RunConfig.__dataclass_fields__)
-    bad = sorted(set(raw) - known)
-    if bad:
-        raise PipelineError(f"{path}: unknown field(s) {bad}; known: {sorted(known)}")
-    raw.update({k: v for k, v in overrides.items() if v is not None})
-    config = RunConfig(**raw)
-    check_sections(config, str(path))
-    return config
-
-
-def _unknown(section: str, given: dict, known, where: str) -> None:
-    bad = unknown_names(given, known)
-    if bad:
-        raise PipelineError(f"{where}: unknown option(s) in {section}: {', '.join(bad)}")
-
-
-def check_sections(config: RunConfig, where: str = "run config") -> None:
-    """Every section is checked before any stage runs: unknown options (with a did-you-mean) and bad values
-    are errors naming the section."""
-    from .evaluate import EvalConfig
-    from .mixture import MixtureConfig
-    from .tune.config import FIELD_NAMES
-
-    for name in ("mixture", "tune", "eval"):
-        if not isinstance(getattr(config, name), dict):
-            raise PipelineError(f"{where}: {name} must be a mapping of options, got {getattr(config, name)!r}")
-    _unknown("mixture", config.mixture, set(MixtureConfig.__dataclass_fields__) - {"data_dir", "seed"}, where)
-    _unknown("tune", config.tune, set(FIELD_NAMES) - {"model", "mixture", "out", "seed"} | {"preset", "launch"}, where)
-    _unknown("eval", config.eval, set(EvalConfig.__dataclass_fields__) - {"model", "out", "data_dir", "seed"} | {"launch"},
-             where)
-    try:
-        for section in (config.tune, config.eval):
-            if "launch" in section:
-                launch_args(section["launch"])
-        _mixture_config(config)
-        _tune_config(config)
-        _eval_config(config, config.model, Path("."))
-    except (TypeError, ValueError) as e:
-        raise PipelineError(f"{where}: {e}") from None
 
 
 def data_fingerprint(data_dir: str | None) -> str | None:
@@ -163,13 +98,6 @@ class RunDir:
         self.record(name, key, "done", seconds)
 
 
-def _eval_config(config: RunConfig, model: str, out: Path):
-    from .evaluate import EvalConfig
-
-    opts = {"seed": config.seed, **{k: v for k, v in config.eval.items() if k != "launch"}}
-    return EvalConfig(model=model, out=str(out), data_dir=config.data_dir, **opts)
-
-
 def stage_keys(config: RunConfig) -> dict[str, str]:
     """Each stage's key: its own options, the content of the data and of the task specs it reads, and the keys
     of the stages it builds on (the number of processes is never part of one: results do not depend on it)."""
@@ -178,9 +106,9 @@ def stage_keys(config: RunConfig) -> dict[str, str]:
     base_id = model_identity(config.model)
     data = data_fingerprint(config.data_dir)  # the data's content, not its path, keys the stages that read it
     specs = specs_fingerprint(config.data_dir)  # and so do the task specs: an edited label or instruction redoes
-    keys = {"mixture": _key("mixture", {**asdict(_mixture_config(config)), "data_dir": data, "specs": specs})}
-    keys["tune"] = _key("tune", base_id, _tune_options(config), config.seed, keys["mixture"])
-    eval_cfg = _eval_config(config, config.model, Path("."))
+    keys = {"mixture": _key("mixture", {**asdict(config.mixture_config()), "data_dir": data, "specs": specs})}
+    keys["tune"] = _key("tune", base_id, config.tune_options(), config.seed, keys["mixture"])
+    eval_cfg = config.eval_config()
     defaults = {f.name: f.default for f in fields(eval_cfg)}
     eval_opts = {k: v for k, v in asdict(eval_cfg).items() if k not in ("out", "model")
                  and not (k in KEY_NEUTRAL and v == defaults[k])}  # fmt: skip
@@ -189,25 +117,6 @@ def stage_keys(config: RunConfig) -> dict[str, str]:
     keys["eval_tuned"] = _key("eval", keys["tune"], eval_opts)
     keys["report"] = _key("report", keys["eval_base"], keys["eval_tuned"])
     return keys
-
-
-def _mixture_config(config: RunConfig):
-    from .mixture import MixtureConfig
-
-    return MixtureConfig(data_dir=config.data_dir, seed=config.seed, **config.mixture)
-
-
-def _tune_options(config: RunConfig) -> dict:
-    """The tune section without `launch` (how many processes does not change the result)."""
-    return {k: v for k, v in config.tune.items() if k != "launch"}
-
-
-def _tune_config(config: RunConfig):
-    """The tune section resolved (defaults < preset < options) into a TuneConfig."""
-    from .tune.config import resolve_config
-
-    opts = _tune_options(config)
-    return resolve_config(opts.pop("preset", "cpu-small"), **opts)
 
 
 @dataclass
@@ -266,7 +175,7 @@ def _stage(ctx: _Stages, i: int, name: str) -> Path:
 def mixture_stage(ctx: _Stages, d: Path) -> None:
     from .mixture import build_mixture
 
-    build_mixture(_mixture_config(ctx.config), d, overwrite=True, progress=ctx.progress)
+    build_mixture(ctx.config.mixture_config(), d, overwrite=True, progress=ctx.progress)
 
 
 def tune_stage(ctx: _Stages, d: Path) -> None:
@@ -274,7 +183,7 @@ def tune_stage(ctx: _Stages, d: Path) -> None:
     from .tune.trainer import ProgressCallback
 
     config = ctx.config
-    opts = _tune_options(config)
+    opts = config.tune_options()
     preset = opts.pop("preset", "cpu-small")
     if opts.get("eval_every") and "eval_data_dir" not in opts:
         opts["eval_data_dir"] = config.data_dir  # the in-training hook reads the run's data
@@ -282,8 +191,8 @@ def tune_stage(ctx: _Stages, d: Path) -> None:
     if resume:
         ctx.say("  resuming tuning from its last checkpoint")
     common = dict(preset=preset, resume=resume, overwrite=not resume, seed=config.seed, **opts)
-    if config.tune.get("launch"):
-        launch_tune(config.tune["launch"], config.model, str(ctx.dirs["mixture"]), str(d), say=ctx.say, **common)
+    if config.tune_launch:
+        launch_tune(config.tune_launch, config.model, str(ctx.dirs["mixture"]), str(d), say=ctx.say, **common)
         return
     tune(config.model, str(ctx.dirs["mixture"]), str(d), callbacks=[ProgressCallback(_tune_reporter(ctx))], **common)
 
@@ -310,8 +219,8 @@ def _evaluation(ctx: _Stages, d: Path, model: str, name: str) -> None:
         ctx.eta.progress(name, done / max(total, 1))
         return ctx.eta.line()
 
-    cfg = _eval_config(ctx.config, model, d)
-    launch = ctx.config.eval.get("launch")  # the numbers are those of one process: not in the stage key
+    cfg = ctx.config.eval_config(model, d)
+    launch = ctx.config.eval_launch  # the numbers are those of one process: not in the stage key
     results = launch_eval(launch, cfg, say=ctx.say) if launch else evaluate(cfg, progress=ctx.progress, on_progress=on_progress)
     ctx.say(format_results(results))
 
@@ -337,6 +246,6 @@ WORK = {"mixture": mixture_stage, "tune": tune_stage, "eval_base": eval_base_sta
 
 def _run_eta(config: RunConfig, pending: list[str], say) -> RunEta:
     """The whole-run estimate, sized by the tuning tokens planned and the evaluations' prompt tokens."""
-    tuning = _tune_config(config)
+    tuning = config.tune_config()
     evaluations = [n for n in ("eval_base", "eval_tuned") if n in pending]
-    return size_run(tuning, _eval_config(config, config.model, Path(".")) if evaluations else None, config.model, say)
+    return size_run(tuning, config.eval_config() if evaluations else None, config.model, say)

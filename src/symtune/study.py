@@ -36,8 +36,9 @@ import yaml
 
 from .cache import write_atomic
 from .configs import config_file, read_yaml_mapping
-from .pipeline import PipelineError, RunConfig, check_sections, run_pipeline
+from .pipeline import run_pipeline
 from .results import EvalResults, Stats
+from .runconfig import PipelineError, RunConfig, check_sections
 
 PHASES = ("validation", "test")
 SECTIONS = ("mixture", "tune")
