@@ -4,15 +4,13 @@ from .bigbench import BigBenchError, Subtask, find_bigbench_dir, load_bigbench
 from .categories import CATEGORIES, CATEGORY_TITLES, categorize
 from .concepts import CONCEPT_FAMILIES, generate_concept_task, program_length
 from .list_functions import FAMILIES, generate_list_task
-from .score import score_generation
+from .score import format_algorithmic_tables, score_algorithmic, score_generation
 from .suite import (
     LIST_SETTINGS,
     PARTS,
     AlgoPlan,
     AlgoRequest,
     build_algorithmic_requests,
-    format_algorithmic_tables,
-    score_algorithmic,
 )
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""The algorithmic suite: every query to ask, generation in batches, scoring and tables.
+"""The algorithmic suite: every query to ask, and its generation budgets (scoring and tables: `score.py`).
 
 Parts:
 - `list_functions` (BIG-bench): each subtask k-shot (default 4) with exemplars from its own 32 pairs,
@@ -13,30 +13,21 @@ Parts:
 Every draw is seeded by a string naming (seed, part/subtask, row[, purpose]), as episodes are, so it does
 not depend on --limit, the order of work or PYTHONHASHSEED; `limit` takes a prefix of each subtask's
 seeded query order.
-
-Longer than our ~300-line guide: the four parts' request builders share one request type, one seeding
-scheme and one scorer; each part alone is short.
 """
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..episodes import get_setting, seeded_order
 from ..formats import get_format, render_prompt
-from ..metrics import pct
-from ..results import AlgoResults, AlgoSetting
-from ..tables import format_table
 from .bigbench import BigBenchError, Subtask, load_bigbench
-from .categories import CATEGORIES, categorize, check_categories
+from .categories import categorize, check_categories
 from .concepts import CONCEPT_FAMILIES, ConceptError, generate_concept_task, parse_comment, program_length
 from .list_functions import FAMILIES, generate_list_task
-from .score import score_generation, summarize
 
 PARTS = ("list_functions", "simp_turing_concept", "gen_list", "gen_concept")
 LIST_SETTINGS = ("natural+instr", "natural")
@@ -266,50 +257,6 @@ def build_algorithmic_requests(
     return AlgoPlan(requests, skipped, config)
 
 
-def score_algorithmic(
-    requests: Sequence[AlgoRequest], generations: Sequence[str], skipped: dict[str, str] | None = None
-) -> tuple[list[dict], AlgoResults]:
-    """(samples, tables) for generations aligned with requests.
-
-    samples: one dict per request (id, part, subtask, category, setting, rule, prompt_sha256, target,
-    generation, answer, exact, parsed, malformed, cut, meta). tables: per part and setting, the overall,
-    per-category and per-subtask AlgoStats (results.AlgoResults), and the parts skipped with their reason.
-    """
-    if len(requests) != len(generations):
-        raise ValueError(f"{len(generations)} generations for {len(requests)} requests")
-    samples = []
-    for r, g in zip(requests, generations):
-        s = score_generation(r.kind, g, r.target)
-        samples.append(
-            {
-                "id": r.id, "part": r.part, "subtask": r.subtask, "category": r.category, "setting": r.setting,
-                "rule": r.rule, "prompt_sha256": hashlib.sha256(r.prompt.encode()).hexdigest(), "target": r.target,
-                "generation": g, **s, "meta": r.meta,
-            }
-        )  # fmt: skip
-    groups: dict = defaultdict(lambda: defaultdict(lambda: {"overall": [], "categories": defaultdict(list), "subtasks": defaultdict(list)}))
-    for s in samples:
-        g = groups[s["part"]][s["setting"]]
-        g["overall"].append(s)
-        g["categories"][s["category"]].append(s)
-        g["subtasks"][s["subtask"]].append(s)
-
-    def cat_key(c: str):
-        return (CATEGORIES.index(c), c) if c in CATEGORIES else (len(CATEGORIES), c)
-
-    parts = {}
-    for part in sorted(groups, key=PARTS.index):
-        parts[part] = {
-            setting: AlgoSetting(
-                overall=summarize(g["overall"]),
-                categories={c: summarize(g["categories"][c]) for c in sorted(g["categories"], key=cat_key)},
-                subtasks={n: summarize(v) for n, v in sorted(g["subtasks"].items())},
-            )
-            for setting, g in groups[part].items()
-        }
-    return samples, AlgoResults(parts, dict(skipped or {}))
-
-
 def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str], int]) -> list[int]:
     """Generation budgets in the model's own tokens: the token count of the longest target of the request's
     subtask (with its leading space) + 2, never above the request's character-based budget. A correct
@@ -320,33 +267,3 @@ def token_budgets(requests: Sequence[AlgoRequest], count_tokens: Callable[[str],
         if r.longest_target not in n:
             n[r.longest_target] = count_tokens(" " + r.longest_target)
     return [min(r.max_new_tokens, n[r.longest_target] + 2) for r in requests]
-
-
-def format_algorithmic_tables(tables: AlgoResults, subtasks: bool = False) -> str:
-    """Plain-text tables: per part, categories (and overall) x settings, exact / parsed accuracy (%), n;
-    per-subtask rows too when subtasks=True; skipped parts with their reasons."""
-    blocks = []
-    for part, by_setting in tables.parts.items():
-        settings = list(by_setting)
-        names: list[str] = []
-        for s in settings:
-            names += [c for c in by_setting[s].categories if c not in names]
-
-        def row(label, pick, settings=settings, by_setting=by_setting):
-            cells = [label]
-            for s in settings:
-                st = pick(by_setting[s])
-                cells += [pct(st.exact_acc), pct(st.parsed_acc), str(st.n)] if st else ["-", "-", "0"]
-            return cells
-
-        rows = [row(c, lambda t, c=c: t.categories.get(c)) for c in names]
-        rows.append(row("overall", lambda t: t.overall))
-        if subtasks:
-            subs = sorted({n for s in settings for n in by_setting[s].subtasks})
-            rows += [row(f"  {n}", lambda t, n=n: t.subtasks.get(n)) for n in subs]
-        header = [part] + [h for s in settings for h in (f"{s} exact", "parsed", "n")]
-        mal = ", ".join(f"{s}: {by_setting[s].overall.malformed}" for s in settings)
-        cut = ", ".join(f"{s}: {by_setting[s].overall.cut}" for s in settings)
-        blocks.append(format_table(header, rows) + f"\nmalformed answers: {mal}; cut at the budget: {cut}")
-    blocks += [f"skipped {part}: {why}" for part, why in tables.skipped.items()]
-    return "\n\n".join(blocks)
