@@ -36,6 +36,28 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_dir, data_dir, tmp_path):
     assert skipped == ["mixture", "tune"]
 
 
+def test_a_finished_stage_whose_output_is_gone_is_redone_only_when_read(tiny_dir, data_dir, tmp_path):
+    import shutil
+
+    state = run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lambda s: None)
+    tune_dir = tmp_path / "run" / state["stages"]["tune"]["dir"]
+    weights = sorted(p.name for p in tune_dir.glob("*.safetensors"))
+    assert weights
+    for p in tune_dir.glob("*.safetensors"):  # the weights deleted to free disk, checkpoints too
+        p.unlink()
+    shutil.rmtree(tune_dir / "checkpoints", ignore_errors=True)
+    again = []
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=again.append)
+    assert sum("skipped" in x for x in again) == 5 and any("tune: done earlier" in x and "output is gone" in x for x in again)
+    assert not any(tune_dir.glob("*.safetensors"))
+
+    # an evaluation to run reads the tuned model: the tuning is redone (the mixture, still there, is not)
+    third = []
+    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run", k=2), progress=False, say=third.append)
+    skipped = [x.split("]")[1].split(":")[0].strip() for x in third if "skipped" in x]
+    assert skipped == ["mixture"] and sorted(p.name for p in tune_dir.glob("*.safetensors")) == weights
+
+
 def test_from_stage_redoes_it(tiny_dir, data_dir, tmp_path):
     run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lambda s: None)
     lines = []

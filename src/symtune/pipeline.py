@@ -3,7 +3,8 @@
 Each stage writes into `<run>/stages/<stage>-<key>`, where the key hashes the stage's own configuration, the
 content of the local data directory (not its path) and the keys of the stages it reads. A stage whose
 directory holds a `.done` marker with its key is skipped, so a finished run does no work again and a
-changed configuration redoes exactly the stages it changes. An interrupted stage resumes: tuning from its
+changed configuration redoes exactly the stages it changes. A finished stage whose output is gone (weights
+deleted to free disk; a study's results kept without them) stays finished until a stage that reads it has to run. An interrupted stage resumes: tuning from its
 last checkpoint, evaluation from its per-query cache.
 `state.json` in the run directory records every stage's directory, key, status and duration. The run's
 configuration is `runconfig.py`.
@@ -28,6 +29,12 @@ from .launch import launch_eval, launch_tune
 from .runconfig import PipelineError, RunConfig
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned", "report")
+# What each stage reads of the stages before it, and what of a finished stage its readers need: a finished stage
+# whose output is gone (weights deleted to free disk, a study's results kept without them) is redone only when a
+# stage that reads it has to run.
+READS = {"tune": ("mixture",), "eval_tuned": ("tune",), "report": ("eval_base", "eval_tuned")}
+OUTPUT = {"mixture": ("manifest.json", "records.jsonl", "dataset"), "tune": ("*.safetensors", "adapter/*.safetensors"),
+          "eval_base": ("results.json",), "eval_tuned": ("results.json",), "report": ()}  # fmt: skip
 
 
 def data_fingerprint(data_dir: str | None) -> str | None:
@@ -86,6 +93,22 @@ class RunDir:
         marker = self.stage_dir(name, key) / ".done"
         return marker.exists() and marker.read_text().strip() == key
 
+    def has_output(self, name: str, key: str) -> bool:
+        """The stage's directory holds what the stages reading it need (tuning: any of its weight files)."""
+        d = self.stage_dir(name, key)
+        found = [any(d.glob(pattern)) for pattern in OUTPUT[name]]
+        return any(found) if name == "tune" else all(found)
+
+    def to_run(self, keys: dict[str, str]) -> list[str]:
+        """The stages this invocation runs: the unfinished ones, and the finished ones whose output is gone that
+        a stage to run reads."""
+        todo: set[str] = set()
+        for name in reversed(STAGES):
+            readers = [r for r, reads in READS.items() if name in reads and r in todo]
+            if not self.is_done(name, keys[name]) or (readers and not self.has_output(name, keys[name])):
+                todo.add(name)
+        return [n for n in STAGES if n in todo]
+
     def record(self, name: str, key: str, status: str, seconds: float | None = None) -> None:
         entry = {"dir": self.show(self.stage_dir(name, key)), "key": key, "status": status}
         if seconds is not None:
@@ -129,6 +152,7 @@ class _Stages:
     eta: RunEta
     progress: bool
     say: Callable[[str], None]
+    todo: list[str]
     dirs: dict[str, Path] = field(default_factory=dict)
 
 
@@ -143,8 +167,8 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
     for name in STAGES[STAGES.index(from_stage) :] if from_stage else ():
         if run.stage_dir(name, keys[name]).exists():
             shutil.rmtree(run.stage_dir(name, keys[name]))
-    pending = [n for n in STAGES if not run.is_done(n, keys[n])]
-    ctx = _Stages(config, run, keys, _run_eta(config, pending, say), progress, say)
+    todo = run.to_run(keys)
+    ctx = _Stages(config, run, keys, _run_eta(config, todo, say), progress, say, todo)
     for i, name in enumerate(STAGES, 1):
         ctx.dirs[name] = _stage(ctx, i, name)
     say(f"run finished in {(time.time() - ctx.eta.t0) / 60:.1f} min: {run.dir}")
@@ -152,15 +176,18 @@ def run_pipeline(config: RunConfig, from_stage: str | None = None, progress: boo
 
 
 def _stage(ctx: _Stages, i: int, name: str) -> Path:
-    """One stage: skipped when its directory holds a finished result for its key, else run and recorded."""
+    """One stage: skipped when its directory holds a finished result for its key (and, if a stage to run reads
+    it, its output), else run and recorded."""
     run, key = ctx.run, ctx.keys[name]
     d = run.stage_dir(name, key)
-    if run.is_done(name, key):
+    if name not in ctx.todo:
         seconds = run.state["stages"].get(name, {}).get("seconds")
-        ctx.say(f"[{i}/{len(STAGES)}] {name}: done earlier ({run.show(d)}), skipped")
+        gone = "" if run.has_output(name, key) else "; its output is gone, and no stage left to run reads it"
+        ctx.say(f"[{i}/{len(STAGES)}] {name}: done earlier ({run.show(d)}{gone}), skipped")
         run.record(name, key, "done", seconds)
         ctx.eta.finish(name, seconds)
         return d
+    (d / ".done").unlink(missing_ok=True)  # redone (its output was gone): unfinished until it finishes again
     ctx.eta.start(name)
     ctx.say(f"[{i}/{len(STAGES)}] {name} -> {run.show(d)} ({ctx.eta.line()})")
     run.record(name, key, "running")
