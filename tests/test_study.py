@@ -63,6 +63,20 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert not [x for x in again if re.match(r"\[\d/5\] \w+ finished in", x)]
     assert sum("skipped" in x for x in again) == 8 * 5  # 3 validation + 3 diagnostic + 2 test runs, 5 stages each
 
+    # the results without weights: a study over a copy of them does no work and selects the same
+    assert main(["study", str(tmp_path / "study.yaml"), "--save-results", str(tmp_path / "kept")]) == 0
+    kept = tmp_path / "kept"
+    assert not list(kept.rglob("*.safetensors")) and not list(kept.rglob("checkpoint-*"))
+    assert sum(p.stat().st_size for p in kept.rglob("*") if p.is_file()) < sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 10
+    copy = load_study_config(_write(tmp_path, tiny_dir, data_dir, out=str(kept)))
+    third = []
+    assert run_study(copy, progress=False, say=third.append) == selection
+    assert not [x for x in third if re.match(r"\[\d/5\] \w+ ", x) and "skipped" not in x]
+    def body(text):  # the report's numbers and tables, not its title or the date it was written
+        return [x for x in text.splitlines() if not x.startswith("# symtune study") and "Written by" not in x]
+
+    assert body((kept / "report.md").read_text()) == body(report)
+
 
 def test_controls_of_a_mixed_finalist(tiny_dir, data_dir, tmp_path):
     """A finalist that keeps half its prompts natural: the random control keeps that half (only the symbol

@@ -119,6 +119,11 @@ def _study(args) -> int:
     from .study import PHASES, load_study_config, run_study
 
     config = load_study_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir)
+    if args.save_results:
+        from .study import save_results
+
+        print(f"study results (no weights): {save_results(config, args.save_results)}")
+        return 0
     if args.report_only:
         from .report.study import build_study_report
 
@@ -204,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="validation: screen every recipe; test: select, then test the selection and the controls")
     sp.add_argument("--only", nargs="+", help="run only these recipes")
     sp.add_argument("--report-only", action="store_true", help="rewrite the study report from what has finished")
+    sp.add_argument("--save-results", metavar="DIR",
+                    help="copy the study's results without weights, checkpoints or mixture records to DIR (a few MB); "
+                         "a later study with --out a copy of DIR skips every finished recipe")
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_study)
 

@@ -21,7 +21,8 @@ evaluation always. Phases, each resumable (a finished stage is skipped, an inter
        the winner only in what it controls for
 
 After every recipe the study report (report.md/.html, study/report.py) is rewritten, so results appear as
-they land.
+they land. `save_results` copies a study without what can be made again (weights, checkpoints, mixture
+records, caches): a later study over that copy skips every finished recipe.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,8 @@ from .results import EvalResults, Stats
 from .runconfig import PipelineError, RunConfig, check_sections
 
 PHASES = ("validation", "test")
+# What a saved study leaves out: it can be made again (deterministically) when a stage still to run reads it
+NOT_RESULTS = ("checkpoints", "*.safetensors", "*.bin", "dataset", "records.jsonl", ".cache", "cache*.jsonl", "tokenizer*")
 SECTIONS = ("mixture", "tune")
 
 
@@ -281,3 +285,21 @@ def _as_yaml(config: StudyConfig) -> dict:
 
 __all__ = ["Recipe", "StudyConfig", "StudyError", "expand_grid", "load_study_config", "run_study", "select",
            "validation_scores"]
+
+
+def save_results(config: StudyConfig, dest: str | Path) -> Path:
+    """Copy the study directory to `dest` without NOT_RESULTS: states, configs, evaluation results and samples,
+    training logs, selection and reports (a few MB). `symtune study` with `--out` a copy of `dest` skips every
+    finished recipe; a stage still to run that reads a left-out output (a finalist's weights) redoes it."""
+    src, dest = Path(config.out), Path(dest)
+    if not (src / "study.yaml").is_file():
+        raise StudyError(f"{src} holds no study (no study.yaml); run `symtune study` first")
+    if dest.resolve() == src.resolve() or src.resolve() in dest.resolve().parents:
+        raise StudyError(f"--save-results {dest}: choose a directory outside the study ({src})")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*NOT_RESULTS))
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.rename(dest)
+    return dest
