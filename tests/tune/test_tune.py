@@ -146,15 +146,17 @@ def test_eval_hook_runs_every_n_steps_and_is_logged(tiny_dir, mixture_dir, tmp_p
     assert "flipped_acc=0.53" in (out / "README.md").read_text()
 
 
-def test_the_eval_hook_reads_the_model_and_leaves_training_unchanged(tiny_dir, mixture_dir, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_the_eval_hook_reads_the_model_and_leaves_training_unchanged(tiny_dir, mixture_dir, tmp_path, precision):
     """A run with the in-training evaluation gives the per-step losses of the same run without it (so a recipe
-    is the same recipe whether or not its learning curve is drawn)."""
+    is the same recipe whether or not its learning curve is drawn), under mixed precision too (the hook scores
+    beneath autocast's wrapper and puts it back)."""
 
     def eval_fn(model, tokenizer):
         ids = tokenizer("Input: a\nOutput:", return_tensors="pt").input_ids
         return {"symbol_acc": float(model(ids).logits[0, -1].softmax(-1).max())}
 
-    opts = {**FAST, "max_steps": 4}
+    opts = {**FAST, "max_steps": 4, "precision": precision}
     tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "plain"), **opts)
     tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "hook"), **opts, eval_every=2, eval_fn=eval_fn)
     assert _losses(tmp_path / "plain") == _losses(tmp_path / "hook") and len(_losses(tmp_path / "plain")) == 4
@@ -168,6 +170,18 @@ def test_default_eval_hook_scores_a_fixed_icl_slice(tiny_dir, mixture_dir, data_
     assert [e["step"] for e in logged] == [0, 2]
     for e in logged:
         assert 0 <= e["icl/symbol/acc"] <= 1 and 0 <= e["icl/flipped/acc"] <= 1
+
+
+def test_eval_hook_scores_in_fp32_under_mixed_precision(tiny_dir, mixture_dir, data_dir, tmp_path, caplog):
+    """bf16 autocast wraps the model's forward in training: the hook scores beneath it, so its packed path
+    matches the model's own forward and is used (no fallback to one forward per candidate)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="symtune.scoring.hf")
+    tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "mixed"), **{**FAST, "max_steps": 1, "precision": "bf16-mixed"},
+         eval_every=1, eval_data_dir=str(data_dir), eval_tasks=["subj"], eval_limit=2, eval_settings=["symbol"])
+    assert not [r for r in caplog.records if "packed scoring unavailable" in r.getMessage()]
+    assert [e["step"] for e in _log(tmp_path / "mixed") if "icl/symbol/acc" in e] == [0, 1]
 
 
 def test_time_limit_stops_and_still_saves(tiny_dir, mixture_dir, tmp_path):

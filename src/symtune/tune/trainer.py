@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -166,6 +167,24 @@ class JsonlLogCallback(TrainerCallback):
             f.write(json.dumps(entry, default=float) + "\n")
 
 
+@contextmanager
+def _plain_forward(model):
+    """The model's own forward for the block. Under mixed precision accelerate wraps `model.forward` in autocast
+    (keeping the original as `_original_forward`); the evaluation's packed path calls the decoder below that
+    wrapper, so the two would score at different precisions (0.002-0.06 nats apart), the packed path's check
+    would fail and the hook would fall back to one forward per candidate. The weights are fp32: score in fp32,
+    as the evaluation of the saved model will."""
+    wrapped = model.__dict__.get("forward")
+    if wrapped is None or getattr(model, "_original_forward", None) is None:
+        yield
+        return
+    model.forward = model._original_forward
+    try:
+        yield
+    finally:
+        model.forward = wrapped
+
+
 class EvalHookCallback(TrainerCallback):
     """Calls `eval_fn(model, tokenizer) -> dict` every `every` steps (and before the first) and logs the result.
 
@@ -184,7 +203,7 @@ class EvalHookCallback(TrainerCallback):
         model.eval()
         start = time.time()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), _plain_forward(model):
                 result = self.eval_fn(model, t.processing_class)
         finally:
             model.train(was_training)
