@@ -197,53 +197,16 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
         report[spec.name] = {"count": len(recs), "skipped": skipped, "sources": task.sources, "sha256": task.sha256,
                              "spec_sha256": spec.content_sha256}
     if config.instruction_data:
+        from .instructions import instruction_records
+
         n_sym = len(records)
         n_instr = round(n_sym * (1 - config.symbol_fraction) / config.symbol_fraction)
-        instr = _instruction_records(config.instruction_data, n_instr, config.seed)
+        instr = instruction_records(config.instruction_data, n_instr, config.seed)
         report["instruction"] = {"count": len(instr), "wanted": n_instr, "source": config.instruction_data}
         records += instr
     if not records:
         raise MixtureError(f"the mixture is empty: {json.dumps(report)[:2000]}")
     return records, report
-
-
-def _instruction_records(source: str, n: int, seed: int) -> list[dict]:
-    import datasets
-
-    suffix = Path(source).suffix.lstrip(".")
-    if not Path(source).is_file():
-        if suffix in ("jsonl", "json", "csv", "parquet") or "/" not in source or source.startswith((".", "/", "~")):
-            raise MixtureError(f"instruction data {source!r} is not a file (nor a hub id 'user/dataset'); "
-                               "pass a .jsonl/.json/.csv/.parquet file or a hub dataset id")
-        from .tasks.sources import hub_unreachable
-
-        why = hub_unreachable()
-        if why:
-            raise MixtureError(f"instruction data {source!r} is a hub id and the Hugging Face hub {why}; "
-                               "pass a local file instead")
-    try:
-        if Path(source).is_file():
-            ds = datasets.load_dataset({"jsonl": "json"}.get(suffix, suffix), data_files=source, split="train")
-        else:
-            ds = datasets.load_dataset(source, split="train")
-    except Exception as e:
-        raise MixtureError(f"cannot load instruction data {source!r}: {e}") from None
-    cols = set(ds.column_names)
-    if {"prompt", "completion"} <= cols:
-        rows = [(r["prompt"], r["completion"]) for r in ds]
-    elif {"instruction", "output"} <= cols:
-        rows = [((r["instruction"] + ("\n\n" + r["input"] if r.get("input") else "")), r["output"]) for r in ds]
-    else:
-        raise MixtureError(
-            f"instruction data {source!r} has columns {sorted(cols)}; need prompt/completion or instruction[/input]/output"
-        )
-    idx = sorted(random.Random(f"{seed}:instruction-data").sample(range(len(rows)), min(n, len(rows))))
-    out = []
-    for i in idx:
-        p, c = rows[i]
-        c = c if c[:1].isspace() else " " + c
-        out.append({"prompt": p, "completion": c, "task": "instruction", "format": "instruction", "mapping": {}, "seed": seed, "index": i, "n_exemplars": 0})
-    return out
 
 
 def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out: str | Path, overwrite: bool = False) -> Path:
