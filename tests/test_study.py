@@ -94,6 +94,20 @@ def test_controls_of_a_mixed_finalist(tiny_dir, data_dir, tmp_path):
         MixtureConfig(**config.run_config(control, "test").mixture)
 
 
+def test_named_finalists_are_tested_with_the_controls_without_screening(tiny_dir, data_dir, tmp_path, capsys):
+    """--finalists: a recipe chosen elsewhere (another model, an earlier study) is tested with its controls
+    without a validation run, and the selection records it as named, not selected."""
+    path = _write(tmp_path, tiny_dir, data_dir)
+    assert main(["study", path, "--phase", "test", "--finalists", "zzz", "-q"]) == 2
+    assert "finalists ['zzz'] are not recipes" in capsys.readouterr().err
+    assert main(["study", path, "--phase", "test", "--finalists", "a", "-q"]) == 0
+    out = tmp_path / "study"
+    assert not (out / "validation").exists()
+    assert sorted(p.name for p in (out / "test").iterdir()) == ["a", "ctl"]
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["finalists"] == ["a"] and "named" in selection["rule"] and selection["scores"] == {}
+
+
 def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
     with pytest.raises(StudyError, match="unknown field"):
         load_study_config(_write(tmp_path, tiny_dir, data_dir, epochs=3))

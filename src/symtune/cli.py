@@ -118,7 +118,8 @@ def _run(args) -> int:
 def _study(args) -> int:
     from .study import PHASES, load_study_config, run_study
 
-    config = load_study_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir)
+    config = load_study_config(args.config, out=args.out, model=args.model, data_dir=args.data_dir,
+                               finalists=args.finalists)
     if args.save_results:
         from .study import save_results
 
@@ -208,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--phase", default="all", choices=["all", "validation", "test"],
                     help="validation: screen every recipe; test: select, then test the selection and the controls")
     sp.add_argument("--only", nargs="+", help="run only these recipes")
+    sp.add_argument("--finalists", nargs="+", metavar="RECIPE",
+                    help="test these recipes (with the controls) instead of selecting by the config's rule; recorded "
+                         "as named, not selected (e.g. a recipe chosen on another model, or by an earlier study)")
     sp.add_argument("--report-only", action="store_true", help="rewrite the study report from what has finished")
     sp.add_argument("--save-results", metavar="DIR",
                     help="copy the study's results without weights, checkpoints or mixture records to DIR (a few MB); "

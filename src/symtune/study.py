@@ -227,7 +227,7 @@ def select(config: StudyConfig) -> dict:
     candidates = [r.name for r in config.recipes if not r.control]
     missing = [n for n in candidates if n not in scores]
     if config.finalists is not None:
-        chosen, rule = list(config.finalists), "named in the study config (finalists:)"
+        chosen, rule = list(config.finalists), "named (finalists: in the study config, or --finalists), not selected"
     else:
         if missing:
             raise StudyError(f"cannot select yet: validation not finished for {missing}; run the validation phase first")
