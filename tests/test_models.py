@@ -208,6 +208,11 @@ def test_gguf_tokenizer_is_converted_once_and_kept_exactly(tmp_path, monkeypatch
         for special in (True, False):
             assert again(t, add_special_tokens=special)["input_ids"] == fresh(t, add_special_tokens=special)["input_ids"]
         assert again.decode(fresh(t)["input_ids"]) == fresh.decode(fresh(t)["input_ids"])
+    monkeypatch.undo()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("SYMTUNE_CACHE", str(blocked))  # a cache that cannot be written: converted, not kept
+    assert load_tokenizer(ref).get_vocab() == fresh.get_vocab()
 
 
 def test_dtype_auto_is_bf16_only_where_native(monkeypatch):

@@ -11,6 +11,7 @@ import importlib.util
 import logging
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -184,7 +185,7 @@ def cache_dir() -> Path:
 
 def _gguf_tokenizer(ref: ModelRef, trust_remote_code: bool):
     """A GGUF file's tokenizer, converted once and kept in the cache as a tokenizer directory: converting it
-    parses every vocabulary entry of the file's metadata (~40 s for Gemma 3's 262K tokens on 2 cores, each
+    parses every vocabulary entry of the file's metadata (~30 s for Gemma 3's 262K tokens on 2 cores, each
     time), while loading the saved conversion takes about a second. Keyed by the file's sha256 and the
     converting libraries' versions; written to a temporary directory, then renamed."""
     import tokenizers
@@ -197,17 +198,16 @@ def _gguf_tokenizer(ref: ModelRef, trust_remote_code: bool):
     if (kept / "tokenizer_config.json").is_file():
         return AutoTokenizer.from_pretrained(kept, trust_remote_code=trust_remote_code)
     tok = AutoTokenizer.from_pretrained(ref.path, gguf_file=ref.gguf_file, trust_remote_code=trust_remote_code)
+    tmp = kept.parent / f".{key}.{os.getpid()}.tmp"
     try:
         kept.parent.mkdir(parents=True, exist_ok=True)
-        tmp = kept.parent / f".{key}.{os.getpid()}.tmp"
         tok.save_pretrained(tmp)
         try:
             os.rename(tmp, kept)
         except OSError:  # another process kept it first: theirs is the same conversion
-            import shutil
-
             shutil.rmtree(tmp, ignore_errors=True)
-    except OSError as e:  # a read-only home, a full disk: convert again next time
+    except Exception as e:  # a read-only home, a full disk, a tokenizer that cannot be saved: convert next time
+        shutil.rmtree(tmp, ignore_errors=True)
         log.warning("could not keep the converted tokenizer of %s in %s (%s)", gguf, kept.parent, e)
     return tok
 
