@@ -75,14 +75,3 @@ class ResultCache:
             os.fsync(f.fileno())
         self.values.update(items)
 
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename: readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)

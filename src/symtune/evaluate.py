@@ -17,12 +17,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .cache import ResultCache, write_atomic
+from .cache import ResultCache
 from .episodes import (
     EVAL_SETTINGS,
     SETTINGS,
     get_setting,
 )
+from .files import write_atomic
 from .flags import option
 from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .cache import write_atomic
+from .files import write_atomic
 
 
 def export_lm_eval(items: list[dict], out: str | Path, prefix: str = "symtune") -> list[str]:

@@ -10,8 +10,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from .cache import write_atomic
 from .configs import launch_args
+from .files import write_atomic
 from .results import EvalResults
 
 

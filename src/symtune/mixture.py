@@ -27,6 +27,7 @@ from .episodes import (
     query_order,
     render,
 )
+from .files import publish_dir
 from .flags import option
 from .formats import FORMATS, get_format, render_prompt
 from .provenance import file_sha256, package_versions
@@ -239,11 +240,7 @@ def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out:
             "sha256": {"records.jsonl": digest},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(out)
+        publish_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .files import publish_dir
 from .provenance import file_sha256, package_versions
 
 log = logging.getLogger(__name__)
@@ -204,10 +205,7 @@ def _gguf_tokenizer(ref: ModelRef, trust_remote_code: bool):
     try:
         kept.parent.mkdir(parents=True, exist_ok=True)
         tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, kept)
-        except OSError:  # another process kept it first: theirs is the same conversion
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish_dir(tmp, kept, replace=False)  # another process may have kept it first: theirs is the same conversion
     except Exception as e:  # a read-only home, a full disk, a tokenizer that cannot be saved: convert next time
         shutil.rmtree(tmp, ignore_errors=True)
         log.warning("could not keep the converted tokenizer of %s in %s (%s)", gguf, kept.parent, e)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import yaml
 
-from .cache import write_atomic
 from .eta import RunEta, size_run
+from .files import write_atomic
 from .launch import launch_eval, launch_tune
 from .runconfig import PipelineError, RunConfig
 

@@ -36,8 +36,8 @@ from pathlib import Path
 
 import yaml
 
-from .cache import write_atomic
 from .configs import config_file, read_yaml_mapping
+from .files import publish_dir, write_atomic
 from .pipeline import run_pipeline
 from .results import EvalResults, Stats
 from .runconfig import PipelineError, RunConfig, check_sections
@@ -299,7 +299,5 @@ def save_results(config: StudyConfig, dest: str | Path) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*NOT_RESULTS))
-    if dest.exists():
-        shutil.rmtree(dest)
-    tmp.rename(dest)
+    publish_dir(tmp, dest)
     return dest

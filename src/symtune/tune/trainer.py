@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import logging
-import os
 import re
 import shutil
 import time
@@ -24,6 +23,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 from trl import SFTTrainer
 
+from ..files import publish_dir
 from .config import TuneError
 from .data import IGNORE
 
@@ -47,18 +47,6 @@ def last_checkpoint(root: str | Path) -> Path | None:
             else:
                 log.warning("ignoring %s: no %s, so it may be incomplete", d, COMPLETE_MARKER)
     return max(found)[1] if found else None
-
-
-def _fsync_tree(path: Path) -> None:
-    for f in sorted(path.rglob("*")):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class SymtuneTrainer(SFTTrainer):
@@ -112,16 +100,7 @@ class SymtuneTrainer(SFTTrainer):
             if self.args.should_save:
                 src = staging / name
                 (src / COMPLETE_MARKER).write_text(json.dumps({"step": self.state.global_step, "time": time.time()}))
-                _fsync_tree(src)
-                dst = root / name
-                if dst.exists():  # the same step saved again (e.g. the final save after a resume)
-                    old = staging / f"{name}.old"
-                    shutil.rmtree(old, ignore_errors=True)
-                    dst.rename(old)
-                    src.rename(dst)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    src.rename(dst)
+                publish_dir(src, root / name, durable=True)  # replaces the same step saved again (after a resume)
                 rotate_checkpoints(str(root), save_total_limit=self.args.save_total_limit)
                 try:
                     staging.rmdir()

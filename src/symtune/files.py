@@ -1,0 +1,66 @@
+"""Writing files and directories so that a reader, or a run resumed after a kill, never sees half of one.
+
+Every output symtune publishes goes through these two: a file through a temporary sibling and a rename
+(`write_atomic`), a directory written in full under a temporary name and then put in place by renames
+(`publish_dir`: checkpoints, mixtures, a study's saved results, the tokenizer cache).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write a file through a temporary sibling and a rename: readers never see half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def fsync_tree(path: str | Path) -> None:
+    """Flush every file under `path`, and the directory itself, to disk."""
+    path = Path(path)
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_dir(tmp: str | Path, dest: str | Path, replace: bool = True, durable: bool = False) -> bool:
+    """Put the fully written directory `tmp` at `dest` (same filesystem) by renames: `dest` is always either
+    the old directory or the new one, never a mixture or a half. An existing `dest` is first renamed aside
+    (`.<name>.old-<pid>`, a name no reader looks for) and removed once the new one is in place. With
+    `replace=False` an existing `dest` wins instead (a concurrent writer finished the same content first):
+    `tmp` is removed and False returned. `durable` flushes every file to disk before the rename, for outputs a
+    power cut must not leave renamed but empty (checkpoints)."""
+    tmp, dest = Path(tmp), Path(dest)
+    if durable:
+        fsync_tree(tmp)
+    if not replace:
+        try:
+            os.rename(tmp, dest)  # refused when dest exists and is not empty
+            return True
+        except OSError:
+            if not dest.is_dir():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    if dest.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return True
