@@ -5,6 +5,8 @@ import pytest
 import yaml
 
 from symtune.cli import main
+from symtune.report.runs import pair_run
+from symtune.report.sections import delta_cell, icl_deltas
 from symtune.study import StudyError, load_study_config, run_study, select
 
 VAL = ["raft_overruling"]
@@ -57,6 +59,14 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert "Pending" not in report  # controls run on the test suite only: never pending on validation
     for n in ["a", "learning_rate=0.001", "learning_rate=0.01"]:
         assert n in report
+    # the finalist against the control, paired on the test queries: what `symtune report --base <control's tuned
+    # evaluation> --tuned <finalist's>` computes
+    stage = {r: out / "test" / r / json.loads((out / "test" / r / "state.json").read_text())["stages"]["eval_tuned"]["dir"]
+             for r in (best, "ctl")}
+    pair = icl_deltas(pair_run(stage["ctl"], stage[best]))
+    for metric in ("gen_acc", "acc"):
+        row = f"| {best} − ctl | " + " | ".join(delta_cell(pair[(s, metric)]) for s in ("symbol", "flipped")) + " |"
+        assert row in report
 
     again = []
     run_study(config, progress=False, say=again.append)  # everything finished: every stage is skipped
