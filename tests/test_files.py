@@ -53,6 +53,14 @@ def test_publish_dir_raises_when_the_destination_cannot_be_made(tmp_path):
     assert _tree(tmp) == {"a.txt": "x"}  # the caller decides what to do with its temporary directory
 
 
+def test_publish_dir_keeps_the_old_directory_when_the_new_one_cannot_be_put_in_place(tmp_path):
+    _written(tmp_path / "out", {"a.txt": "old"})
+    with pytest.raises(OSError):
+        publish_dir(tmp_path / "missing.tmp", tmp_path / "out")
+    assert _tree(tmp_path / "out") == {"a.txt": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path):
     path = tmp_path / "deep" / "results.json"
     write_atomic(path, "1")

@@ -61,6 +61,11 @@ def publish_dir(tmp: str | Path, dest: str | Path, replace: bool = True, durable
     if dest.exists():
         shutil.rmtree(old, ignore_errors=True)
         dest.rename(old)
-    tmp.rename(dest)
+    try:
+        tmp.rename(dest)
+    except OSError:
+        if old.exists() and not dest.exists():
+            old.rename(dest)  # the old one back in place
+        raise
     shutil.rmtree(old, ignore_errors=True)
     return True
