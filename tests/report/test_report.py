@@ -239,6 +239,24 @@ def test_missing_stages_are_stated(evals, tmp_path):
         build_report([tmp_path / "run" / "figures"])
 
 
+def test_answers_outside_the_label_set(report, evals):
+    """The most frequent answers naming no label, per model, counted as generation accuracy normalises them."""
+    from collections import Counter
+
+    from symtune.scoring.rules import normalize_answer
+
+    rows = _table_after(report[1].read_text(), "## Answers outside the label set")
+    for label, path in zip(("base", "tuned"), evals):
+        samples = [json.loads(x) for x in (path / "samples.jsonl").read_text().splitlines()]
+        answered = [s for s in samples if "task" in s]
+        outside = Counter(normalize_answer(s["generation"]) for s in answered if not s["in_label_set"])
+        assert outside, "the tiny model answers outside the label set: the section has something to show"
+        got = [(r[1].strip("`") if r[1] != "(empty)" else "", int(r[2]), float(r[3])) for r in rows if r[0] == label]
+        want = sorted(outside.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+        assert [(a, n) for a, n, _ in got] == want
+        assert [p for *_, p in got] == [round(100 * n / len(answered), 1) for _, n in want]
+
+
 def test_evaluation_without_generation(evals, tmp_path):
     """`symtune eval --no-generate`: generation accuracy is stated as not scored, rank accuracy is there."""
     res = json.loads((evals[0] / "results.json").read_text())
@@ -254,6 +272,7 @@ def test_evaluation_without_generation(evals, tmp_path):
         (tmp_path / d / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     text = build_report([], out=tmp_path / "out", base=tmp_path / "b", tuned=tmp_path / "t").read_text()
     assert "Not scored in this run (the evaluation ran without generation)" in text
+    assert "## Answers outside the label set" not in text  # nothing was generated
     assert _table_after(text, "### Rank accuracy")[1][6] == "+0.0 [+0.0, +0.0]"
 
 

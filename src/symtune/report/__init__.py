@@ -17,7 +17,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from ..files import write_atomic
 from ..metrics import pct
+from .answers import outside_label_set
 from .document import to_html, to_markdown
 from .figures import bar_figure
 from .identities import identities
@@ -80,6 +82,7 @@ def build_report(
         sections = [
             *table1(run, deltas[run.name], fig_dir, prefix),
             *per_task(run),
+            *outside_label_set(run),
             *flipped(run, fig_dir, prefix),
             *algorithmic(run, fig_dir, prefix),
             *training(run, fig_dir, prefix),
@@ -93,8 +96,8 @@ def build_report(
         blocks += sections
     _remove_stale_figures(fig_dir, {b[1].name for b in blocks if b[0] == "img"})
     md = out / "report.md"
-    md.write_text(to_markdown(blocks, out), encoding="utf-8")
-    (out / "report.html").write_text(to_html(blocks, title), encoding="utf-8")
+    write_atomic(md, to_markdown(blocks, out))
+    write_atomic(out / "report.html", to_html(blocks, title))
     return md
 
 
