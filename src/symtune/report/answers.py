@@ -22,13 +22,11 @@ def outside_label_set(run: Run, top: int = TOP) -> list[tuple]:
     rows = []
     for e in run.evaluations:
         answered = [s for s in e.samples or [] if "task" in s and s.get("in_label_set") is not None]  # generated
-        counts: Counter = Counter()
-        tasks: dict[str, Counter] = defaultdict(Counter)
+        tasks: dict[str, Counter] = defaultdict(Counter)  # answer -> task -> count
         for s in answered:
             if not s["in_label_set"]:
-                answer = normalize_answer(s["generation"])
-                counts[answer] += 1
-                tasks[answer][s["task"]] += 1
+                tasks[normalize_answer(s["generation"])][s["task"]] += 1
+        counts = {answer: sum(by.values()) for answer, by in tasks.items()}
         for answer, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
             shown = answer if len(answer) <= MAX_CHARS else answer[:MAX_CHARS] + "…"
             where = sorted(tasks[answer].items(), key=lambda kv: (-kv[1], kv[0]))
