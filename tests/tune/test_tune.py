@@ -22,7 +22,7 @@ import yaml
 from symtune.configs import config_path
 from symtune.tune import TuneConfig, TuneError, load_preset, resolve_config, tune
 from symtune.tune.data import IGNORE, check_special_tokens, tokenize_records
-from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint
+from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint, token_counts_at
 
 # fp32 and no time limit: the equality tests compare runs whose batches differ in shape (bf16 would round differently)
 FAST = dict(preset="cpu-small", batch_size=2, micro_batch_size=1, pack_length=512, max_input_tokens=500,
@@ -219,7 +219,7 @@ tune(model, mixture, out, callbacks=[HangAfterSave()], **opts)
 def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tiny_dir, mixture_dir, tmp_path):
     opts = {**FAST, "max_steps": 4, "save_steps": 2, "save_total_limit": 3}
     ref = tmp_path / "ref"
-    tune(str(tiny_dir), str(mixture_dir), str(ref), **opts)
+    ref_summary = tune(str(tiny_dir), str(mixture_dir), str(ref), **opts)
 
     out = tmp_path / "killed"
     script = tmp_path / "kill_me.py"
@@ -251,6 +251,9 @@ def test_sigkill_after_checkpoint_then_resume_equals_uninterrupted(tiny_dir, mix
         tune(str(tiny_dir), str(mixture_dir), str(out), **opts)  # refuses to start over silently
     summary = tune(str(tiny_dir), str(mixture_dir), str(out), resume=True, **opts)
     assert summary["resumed_from"].endswith("checkpoint-2")
+    # the summary counts the tokens of the whole run, not only those after the resume
+    for key in ("tokens", "target_tokens"):
+        assert summary["results"][key] == ref_summary["results"][key] > 0, key
 
     ref_losses, losses = _losses(ref), _losses(out)
     assert sorted(losses) == [1, 2, 3, 4]  # the log continues, each step once
@@ -285,9 +288,17 @@ def test_disk_full_while_checkpointing_keeps_previous_checkpoint(tiny_dir, mixtu
     state = json.loads((ckpts / "checkpoint-2" / "trainer_state.json").read_text())
     assert state["global_step"] == 2
 
+    # a checkpoint from before the marker held token counts: they are read from the step's log entry instead
+    marker = ckpts / "checkpoint-2" / COMPLETE_MARKER
+    counts = json.loads(marker.read_text())
+    marker.write_text(json.dumps({"step": 2, "time": counts["time"]}))
+    assert token_counts_at(ckpts / "checkpoint-2") == (counts["tokens"], counts["target_tokens"])
+
     monkeypatch.setattr(Trainer, "_save_optimizer_and_scheduler", original)  # space freed
     summary = tune(str(tiny_dir), str(mixture_dir), str(out), resume=True, **opts)
     assert summary["results"]["steps"] == 5 and summary["resumed_from"].endswith("checkpoint-2")
+    logged = [e for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "num_tokens" in e]
+    assert summary["results"]["tokens"] == logged[-1]["num_tokens"] > counts["tokens"]
 
 
 # ---- several processes --------------------------------------------------------------------------

@@ -162,8 +162,8 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
             "tokens": trainer.tokens_seen,
             "target_tokens": trainer.target_tokens_seen,
             "train_seconds": seconds,
-            "tokens_per_s": trainer.tokens_seen / seconds,
-            "target_tokens_per_s": trainer.target_tokens_seen / seconds,
+            "tokens_per_s": (trainer.tokens_seen - trainer.tokens_at_start) / seconds,  # this process's share
+            "target_tokens_per_s": (trainer.target_tokens_seen - trainer.target_tokens_at_start) / seconds,
             "stopped_by_time_limit": time_cb.stopped_at if time_cb else None,
             "last_eval": eval_cb.history[-1] if eval_cb and eval_cb.history else None,
         },

@@ -2,7 +2,8 @@
 
 - checkpoints are written to `checkpoints/.staging/` and renamed into place only when complete (a marker
   file inside), so a run killed mid-save never leaves a checkpoint that `--resume` would pick up;
-- exact token counts (real tokens and target tokens, all processes) for the log and throughput;
+- exact token counts (real tokens and target tokens, all processes) for the log and throughput, kept in each
+  checkpoint so that a resumed run reports the tokens of the whole run;
 - optionally the target-only LM head (head.py).
 """
 
@@ -55,6 +56,7 @@ class SymtuneTrainer(SFTTrainer):
         self._staging_root: str | None = None
         self.tokens_seen = 0
         self.target_tokens_seen = 0
+        self.tokens_at_start = self.target_tokens_at_start = 0  # counts when this process began (a resume: > 0)
         self.target_only_head = False
         if target_only_head:
             from .head import add_target_only_head
@@ -81,6 +83,12 @@ class SymtuneTrainer(SFTTrainer):
             self._metrics["train"]["num_target_tokens"] = [self.target_tokens_seen]
         return loss
 
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        if resume_from_checkpoint:
+            self.tokens_seen, self.target_tokens_seen = token_counts_at(Path(resume_from_checkpoint))
+            self.tokens_at_start, self.target_tokens_at_start = self.tokens_seen, self.target_tokens_seen
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
     # ---- atomic checkpoints -------------------------------------------------------------------
     def _get_output_dir(self, trial):
         return self._staging_root or super()._get_output_dir(trial)
@@ -99,7 +107,9 @@ class SymtuneTrainer(SFTTrainer):
             self.accelerator.wait_for_everyone()
             if self.args.should_save:
                 src = staging / name
-                (src / COMPLETE_MARKER).write_text(json.dumps({"step": self.state.global_step, "time": time.time()}))
+                (src / COMPLETE_MARKER).write_text(json.dumps({
+                    "step": self.state.global_step, "time": time.time(),
+                    "tokens": self.tokens_seen, "target_tokens": self.target_tokens_seen}))
                 publish_dir(src, root / name, durable=True)  # replaces the same step saved again (after a resume)
                 rotate_checkpoints(str(root), save_total_limit=self.args.save_total_limit)
                 try:
@@ -117,6 +127,21 @@ class SymtuneTrainer(SFTTrainer):
             ) from e
         finally:
             self._staging_root = None
+
+
+def token_counts_at(checkpoint: Path) -> tuple[int, int]:
+    """(tokens, target tokens) trained on up to `checkpoint`: from its marker file, or, for a checkpoint written
+    before the marker held them, from the trainer state's last log entry when that entry is the checkpoint's step."""
+    marker = json.loads((checkpoint / COMPLETE_MARKER).read_text())
+    if "tokens" in marker:
+        return int(marker["tokens"]), int(marker["target_tokens"])
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    logged = [e for e in state.get("log_history", []) if "num_tokens" in e]
+    if logged and logged[-1].get("step") == state.get("global_step"):
+        return int(logged[-1]["num_tokens"]), int(logged[-1]["num_target_tokens"])
+    raise TuneError(f"{checkpoint} does not record how many tokens were trained on before it (written by an older "
+                    f"symtune with a logging interval that skips its step), so a resumed run would under-report its "
+                    f"tokens. Resume from a checkpoint of a run logged every step, or start the run over.")
 
 
 class JsonlLogCallback(TrainerCallback):
