@@ -154,9 +154,6 @@ def main(argv=None):
     ap.add_argument("--skip-lm-eval", action="store_true")
     ap.add_argument("--skip-bf16", action="store_true")
     ap.add_argument("--naive", action="store_true", help="also time symtune's naive reference path")
-    ap.add_argument("--packed-rows", action="store_true",
-                    help="also time symtune with every tree in packed rows under a tree-shaped mask (the CPU default "
-                         "before the two-phase forward of trees that share no prefix)")
     ap.add_argument("--generate", type=int, default=0, metavar="N",
                     help="also a greedy answer of up to N tokens per request, as `symtune eval` does (0: scoring only)")
     ap.add_argument("--exemplars", default="per-query", choices=["per-query", "shared"],
@@ -186,8 +183,6 @@ def main(argv=None):
     runners = {"symtune_fp32": HFBackend(model, tok, batch_size=args.batch_size)}
     if not args.skip_bf16:
         runners["symtune_bf16"] = HFBackend(*load_model(args.model, dtype="bfloat16"), batch_size=args.batch_size)
-    if args.packed_rows:
-        runners["symtune_packed_rows_fp32"] = HFBackend(model, tok, batch_size=args.batch_size, causal_contexts=False)
     if args.naive:
         runners["symtune_naive_fp32"] = HFBackend(model, tok, naive=True)
     if not args.skip_lm_eval:
@@ -251,8 +246,6 @@ def main(argv=None):
     if "lm_eval_fp32" in fig:
         fig["speedup_fp32"] = secs["lm_eval_fp32"] / secs["symtune_fp32"]
         fig["speedup_fp32_cpu_time"] = cpu["lm_eval_fp32"] / cpu["symtune_fp32"]
-    if "symtune_packed_rows_fp32" in fig:
-        fig["speedup_two_phase_vs_packed_rows"] = secs["symtune_packed_rows_fp32"] / secs["symtune_fp32"]
     fig["predictions_symtune_fp32"] = [cands[_argmax(x)] for x, (_, cands) in zip(ll["symtune_fp32"], reqs)]
 
     print(report(fig))
@@ -270,11 +263,11 @@ def report(f: dict) -> str:
              + (f"; each request also a greedy answer of up to {f['generate']} tokens" if f.get("generate") else ""),
              f"{f.get('cpu_kind', 'CPU')}; matmul peak (2048^2): "
              + ", ".join(f"{'fp32' if dt == 'float32' else 'bf16'} {v:.1f} GFLOP/s" for dt, v in f["matmul_peak_gflops"].items())]
-    for name in ("symtune_fp32", "lm_eval_fp32", "symtune_packed_rows_fp32", "symtune_bf16", "symtune_naive_fp32"):
+    for name in ("symtune_fp32", "lm_eval_fp32", "symtune_bf16", "symtune_naive_fp32"):
         if name not in f:
             continue
         r = f[name]
-        line = f"{name:>24}: {r['req_per_s']:.3f} req/s ({r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU)"
+        line = f"{name:>18}: {r['req_per_s']:.3f} req/s ({r['seconds']:.1f} s wall, {r['cpu_seconds']:.1f} s CPU)"
         if "gflops_achieved" in r:
             line += f", {r['gflops_achieved']:.1f} GFLOP/s achieved"
         if "gflops_useful" in r:
@@ -290,8 +283,6 @@ def report(f: dict) -> str:
     if "speedup_fp32" in f:
         lines.append(f"SPEEDUP symtune / lm-eval (fp32): {f['speedup_fp32']:.2f}x wall-clock "
                      f"({f['speedup_fp32_cpu_time']:.2f}x in process CPU time)")
-    if "speedup_two_phase_vs_packed_rows" in f:
-        lines.append(f"symtune two-phase (CPU default) / packed rows: {f['speedup_two_phase_vs_packed_rows']:.3f}x wall-clock")
     st = f["symtune_fp32"]["stats"]
     lines.append(f"symtune fp32: {st['forward_tokens']} tokens forwarded ({st['padded_tokens']} padding, "
                  f"{st['shared_prefix_tokens']} not forwarded again thanks to shared prefixes) against a lower bound "

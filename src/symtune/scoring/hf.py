@@ -6,9 +6,7 @@ same tokens (a shared exemplar set, one instruction) have that prefix forwarded 
 reused by every row that continues it. One forward gives every candidate's log-probabilities, and the
 greedy answer too: a candidate that is the greedy path, followed by a stop, *is* the answer; otherwise the
 answer is decoded from the prompt's slice of the same key/value cache. The LM head runs only on the rows
-that are scored. On a CPU, trees that share no prefix are forwarded in two phases instead of packed rows:
-their contexts one per row under the causal kernel (which skips the attention's upper triangle, where a
-tree-shaped mask makes the kernel compute every block), then all their candidates against that cache. `naive=True` runs the model's own forward per (prompt + candidate) instead: the
+that are scored. `naive=True` runs the model's own forward per (prompt + candidate) instead: the
 reference the packed path is tested against (and the fallback for models it cannot serve exactly).
 
 Longer than our ~300-line guide on purpose: planning a batch, building its masks, reusing the prefix cache
@@ -24,7 +22,7 @@ import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from .packing import Placed, Row, Tree, plan
+from .packing import Tree, plan
 from .rules import CandidateScore, PromptTooLongError, Request, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -56,7 +54,7 @@ class HFBackend:
 
     def __init__(self, model, tokenizer, batch_size: int = 8, identity: dict | None = None, *,
                  naive: bool = False, row_tokens: int | None = None, batch_tokens: int | None = None, min_prefix: int = 32,
-                 add_bos: bool | None = None, causal_contexts: bool | None = None):
+                 add_bos: bool | None = None):
         import torch
 
         self.torch = torch
@@ -76,10 +74,6 @@ class HFBackend:
         cpu = self.device.type == "cpu"
         self.row_tokens = row_tokens or (512 if cpu else 1024)
         self.batch_tokens = batch_tokens or (2048 if cpu else 32768)
-        # Two phases for trees that share no prefix (contexts causally, then candidates against their cache): on
-        # a CPU the causal kernel skips half the attention (`bench/eval_vs_lm_eval.py --packed-rows` times both);
-        # not measured on a GPU, so packed rows stay there.
-        self.causal_contexts = cpu if causal_contexts is None else causal_contexts
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
         self.stats = {"requests": 0, "candidates": 0, "prefix_fallbacks": 0, "forward_tokens": 0, "padded_tokens": 0,
@@ -288,9 +282,6 @@ class HFBackend:
         dec = self._decoder()
         for group in plan(trees, self.row_tokens, self.min_prefix):
             s = len(group.prefix)
-            if not s and self.causal_contexts:
-                self._two_phase(group, trees, jobs, scores, gens, gen)
-                continue
             prefix_kv = None
             if s:
                 cache = self._new_cache()
@@ -311,8 +302,7 @@ class HFBackend:
                 # a padding token is a tree of its own (owner -1 - its place), seeing itself alone
                 own = self._t([row.owner + list(range(-1, -1 - k, -1)) for row, k in zip(batch, pad)])
                 br = self._t([row.branch + [-1] * k for row, k in zip(batch, pad)])
-                seen = pos.new_ones(len(batch), n, s, dtype=self.torch.bool) if s else None
-                hidden = dec(input_ids=ids, position_ids=pos + s, attention_mask=self._masks(pos + s, own, br, seen),
+                hidden = dec(input_ids=ids, position_ids=pos + s, attention_mask=self._masks(pos, own, br, s),
                              use_cache=cache is not None, **kw).last_hidden_state
                 self.stats["forward_tokens"] += n * len(batch)
                 self.stats["padded_tokens"] += sum(pad)
@@ -320,61 +310,21 @@ class HFBackend:
                 self._read(batch, hidden.reshape(-1, hidden.shape[-1]), n, trees, jobs, scores, gens, gen, cache, s)
         return scores, gens
 
-    def _two_phase(self, group, trees, jobs, scores, gens, gen) -> None:
-        """Trees that share no prefix: each context alone in a right-padded row, forwarded by the model's own
-        causal forward (no mask: the kernel skips the upper triangle; padding at the end is never seen by a
-        real token); then every branch against its context's slice of that cache, under a small mask."""
-        torch, dec = self.torch, self._decoder()
-        members = sorted(p.tree for row in group.rows for p in row.placed)
-        rows = []
-        for i in members:
-            row = Row()
-            row.add(i, trees[i], 0)
-            rows.append(row)
-        for batch in _batches(rows, self.batch_tokens):
-            ctx = [row.placed[0].suffix for row in batch]
-            n1 = max(ctx)
-            n2 = max(len(row.ids) - c for row, c in zip(batch, ctx))
-            cache = self._new_cache()
-            ids = self._t([row.ids[:c] + [self.pad_id] * (n1 - c) for row, c in zip(batch, ctx)])
-            hidden = [dec(input_ids=ids, use_cache=True, **{self._cache_kw: cache}).last_hidden_state]
-            pad = [n1 - c for c in ctx]
-            if n2:
-                pad2 = [n2 - (len(row.ids) - c) for row, c in zip(batch, ctx)]
-                ids = self._t([row.ids[c:] + [self.pad_id] * k for row, c, k in zip(batch, ctx, pad2)])
-                pos = self._t([row.positions[c:] + [0] * k for row, c, k in zip(batch, ctx, pad2)])
-                own = self._t([[0] * (n2 - k) + list(range(-1, -1 - k, -1)) for k in pad2])
-                br = self._t([row.branch[c:] + [-1] * k for row, c, k in zip(batch, ctx, pad2)])
-                # a branch token sees its own context in the cache (not the padding after it); padding sees none
-                seen = (self._t(range(n1))[None, None, :] < self._t(ctx)[:, None, None]) & (br[:, :, None] >= 0)
-                hidden.append(dec(input_ids=ids, position_ids=pos, attention_mask=self._masks(pos, own, br, seen),
-                                  use_cache=True, **{self._cache_kw: cache}).last_hidden_state)
-                pad = [a + b for a, b in zip(pad, pad2)]
-            self.stats["forward_tokens"] += (n1 + n2) * len(batch)
-            self.stats["padded_tokens"] += sum(pad)
-            self.stats["rows"] += len(batch)
-            # where _read finds each tree: the context from 0, the branches after the first phase's n1 positions
-            placed = [Row(placed=[Placed(p.tree, 0, p.suffix, [n1 + b - p.suffix for b in p.branch_starts])])
-                      for p in (row.placed[0] for row in batch)]
-            hidden = torch.cat(hidden, 1)
-            self._read(placed, hidden.reshape(-1, hidden.shape[-1]), n1 + n2, trees, jobs, scores, gens, gen, cache, 0)
-
-    def _masks(self, q, own, br, seen=None):
-        """Each row's attention: every token sees the cache positions `seen` marks ([rows, tokens, cached]:
-        a group's prefix, or its own context), its own tree's context up to itself and its own branch up to
-        itself; sliding-window layers also cut what lies a window or more behind (q: absolute positions).
+    def _masks(self, pos, own, br, s: int):
+        """Each row's attention: every token sees the group's prefix, its own tree's context up to itself and
+        its own branch up to itself; sliding-window layers also cut what lies a window or more behind.
         A tensor, or {layer type: tensor} for models that mix them."""
         torch = self.torch
-        vis = ((own[:, :, None] == own[:, None, :]) & (q[:, None, :] <= q[:, :, None])
+        vis = ((own[:, :, None] == own[:, None, :]) & (pos[:, None, :] <= pos[:, :, None])
                & ((br[:, None, :] == -1) | (br[:, None, :] == br[:, :, None])))
-        k = q
-        if seen is not None:
-            vis = torch.cat([seen, vis], 2)
-            k = torch.cat([self._t(range(seen.shape[2]))[None].expand(len(q), -1), q], 1)
+        if s:
+            vis = torch.cat([vis.new_ones(vis.shape[0], vis.shape[1], s), vis], 2)
         masks = {}
         for kind in self._layer_types:
             m = vis
             if kind == "sliding_attention":
+                q = pos + s
+                k = torch.cat([self._t(range(s))[None].expand(len(q), -1), q], 1)
                 m = vis & (q[:, :, None] - k[:, None, :] < self._text_cfg.sliding_window)
             if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
                 m = torch.zeros(m.shape, dtype=self.model.dtype, device=m.device).masked_fill(~m, torch.finfo(self.model.dtype).min)
