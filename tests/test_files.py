@@ -67,3 +67,17 @@ def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path):
     write_atomic(path, "2")
     assert path.read_text() == "2"
     assert os.listdir(path.parent) == ["results.json"]
+
+
+def test_write_atomic_takes_bytes_and_figures_are_put_in_place_whole(tmp_path):
+    from matplotlib.figure import Figure
+
+    from symtune.report.figures import save_png
+
+    write_atomic(tmp_path / "b.bin", b"\x00\xff")
+    assert (tmp_path / "b.bin").read_bytes() == b"\x00\xff"
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    path = save_png(fig, tmp_path / "figs" / "curve.png")
+    assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert os.listdir(path.parent) == ["curve.png"]

@@ -12,13 +12,14 @@ import shutil
 from pathlib import Path
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename: readers never see half of it."""
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a file (text, or bytes as they are) through a temporary sibling and a rename: readers never see half
+    of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
+    with tmp.open("wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)

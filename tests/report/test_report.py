@@ -327,3 +327,15 @@ def test_html_renders_with_images_in_headless_chromium(report, tmp_path):
     img = imread(shot)[..., :3]
     blue = np.all(np.abs(img - np.array([0x1F, 0x77, 0xB4]) / 255) < 0.03, axis=-1)
     assert blue.sum() > 2000
+
+
+@pytest.mark.parametrize("answer", ["not entailment", "a`b", "`x", "x``y`", "<b>|&", "**no**"])
+def test_answers_table_shows_any_answer_verbatim(answer):
+    """An answer is shown as a code span in the markdown and the HTML whatever it holds (backticks included)."""
+    import html
+
+    from symtune.report.answers import _code
+    from symtune.report.document import _inline
+
+    assert _inline(f"said {_code(answer)} **twice**") == (
+        f"said <code>{html.escape(answer, quote=False)}</code> <strong>twice</strong>")

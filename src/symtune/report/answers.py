@@ -7,6 +7,7 @@ new tasks with labels of its tuning tasks ("not entailment" to a task whose labe
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 
 from ..scoring.rules import normalize_answer
@@ -30,7 +31,7 @@ def outside_label_set(run: Run, top: int = TOP) -> list[tuple]:
         for answer, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
             shown = answer if len(answer) <= MAX_CHARS else answer[:MAX_CHARS] + "…"
             where = sorted(tasks[answer].items(), key=lambda kv: (-kv[1], kv[0]))
-            rows.append([e.label, f"`{shown}`" if shown else "(empty)", str(n), f"{100 * n / len(answered):.1f}",
+            rows.append([e.label, _code(shown) if shown else "(empty)", str(n), f"{100 * n / len(answered):.1f}",
                          ", ".join(f"{t} ({k})" for t, k in where[:3]) + (f", +{len(where) - 3} more" if len(where) > 3 else "")])  # fmt: skip
     if not rows:
         return []
@@ -40,3 +41,10 @@ def outside_label_set(run: Run, top: int = TOP) -> list[tuple]:
                   "and the tasks they were given on. Labels of the tuning tasks appearing here mean the tuned model "
                   "carries its tuning tasks' answers into new tasks."),
             ("table", ["model", "answer", "count", "% of answers", "tasks (count)"], rows)]  # fmt: skip
+
+
+def _code(text: str) -> str:
+    """A markdown code span that holds any text, backticks included (a fence longer than any run inside)."""
+    fence = "`" * (max((len(r) for r in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"

@@ -54,9 +54,24 @@ def to_markdown(blocks: list[tuple], root: Path) -> str:
     return "\n\n".join(out) + "\n"
 
 
+_CODE_SPAN = re.compile(r"(?<!`)(`+)(?!`)(.+?)(?<!`)\1(?!`)")  # as markdown: a run of n backticks closes on n
+
+
 def _inline(text: str) -> str:
-    text = html.escape(str(text), quote=False)
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
+    """Escaped HTML of one line of inline markdown: code spans (any fence length) and **bold** outside them."""
+    out, at = [], 0
+    text = str(text)
+    for m in _CODE_SPAN.finditer(text):
+        out.append(_bold(html.escape(text[at:m.start()], quote=False)))
+        code = m.group(2)
+        if len(code) > 2 and code[0] == code[-1] == " " and code.strip():
+            code = code[1:-1]
+        out.append(f"<code>{html.escape(code, quote=False)}</code>")
+        at = m.end()
+    return "".join(out) + _bold(html.escape(text[at:], quote=False))
+
+
+def _bold(text: str) -> str:
     return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
 
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..files import write_atomic
+
 COLORS = ("#8c8c8c", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    """The figure as a PNG at `path`, put in place whole (a report never links a half-written image)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    write_atomic(path, buf.getvalue())
+    return path
 
 
 def _nan(x):
@@ -47,8 +58,7 @@ def bar_figure(path: Path, panels: list[dict], width: float | None = None) -> Pa
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
 
 
 def loss_figure(path: Path, log: list[dict], title: str) -> Path | None:
@@ -85,8 +95,7 @@ def loss_figure(path: Path, log: list[dict], title: str) -> Path | None:
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
 
 
 EVAL_NOISE = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "icl/seconds")

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from .. import __version__
 from .document import to_html, to_markdown
-from .figures import COLORS, bar_figure, evaluation_points
+from .figures import COLORS, bar_figure, evaluation_points, save_png
 from .paired import algorithmic_delta
 from .runs import Run, load_run
 from .sections import (
@@ -141,8 +141,7 @@ def _curves(path: Path, runs: dict[str, Run]) -> Path | None:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[-1].set_xlabel("step")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    return path
+    return save_png(fig, path)
 
 
 def build_study_report(config) -> Path:
