@@ -145,13 +145,19 @@ def test_sliding_window_model_packed_equals_naive():
         def decode(self, ids, skip_special_tokens=True):
             return "".join(chr(i) for i in ids)
 
+        def batch_decode(self, rows, skip_special_tokens=True):
+            return [self.decode(r) for r in rows]
+
     be = HFBackend(model, Tok(), min_prefix=8)
     assert not be.naive
     long = "abcdefghij" * 5
     reqs = [(long + q + ":", [" yes", " no way"]) for q in ("one", "two", "three")] + [("short:", [" ok"])]
+    reqs += [(q + long[:30 + 7 * i] + ":", [" yes", " no way"]) for i, q in enumerate("XY")]  # past the window, alone
     a, b = be.loglikelihoods(reqs), HFBackend(model, Tok(), naive=True).loglikelihoods(reqs)
     assert _diff(a, b) < 1e-4
     assert be.stats["shared_prefix_tokens"] > 0
+    # greedy answers from the packed pass (and from its key/value cache past the window) equal generate()'s
+    assert be.score_and_generate(reqs, 5, ["\n"])[1] == be.generate([p for p, _ in reqs], 5, ["\n"])
 
 
 @pytest.mark.slow
