@@ -64,7 +64,7 @@ def _inline(text: str) -> str:
     for m in _CODE_SPAN.finditer(text):
         out.append(_bold(html.escape(text[at:m.start()], quote=False)))
         code = m.group(2)
-        if len(code) > 2 and code[0] == code[-1] == " " and code.strip():
+        if code[0] == code[-1] == " " and code.strip():  # one space each side is padding, as in markdown
             code = code[1:-1]
         out.append(f"<code>{html.escape(code, quote=False)}</code>")
         at = m.end()
