@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
+from .accelerator import check_launch_environment, has_accelerator
 from .cache import ResultCache, cache_key
 
 # Queries per scoring call, cut from the plan in order: the cache is written after each, and with several
@@ -34,8 +35,6 @@ def processes() -> Processes:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Processes()
     from accelerate import PartialState
-
-    from .tune.recipe import check_launch_environment, has_accelerator
 
     check_launch_environment("symtune eval")
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo

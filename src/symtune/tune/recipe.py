@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from ..accelerator import check_launch_environment, has_accelerator
 from ..models import cpu_has_native_bf16
 from ..provenance import package_versions
 from .config import TuneConfig, TuneError, resolve_config, save_config
@@ -56,7 +56,7 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     from symtune.mixture import load_mixture
     from symtune.models import load_model, model_identity
 
-    check_launch_environment()
+    check_launch_environment("symtune.tune", TuneError)
     if not config.model or not config.mixture or not config.out:
         raise TuneError("model, mixture and out are required")
     out = Path(config.out)
@@ -185,28 +185,6 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
 
 
 # ---- helpers ------------------------------------------------------------------------------------
-
-def has_accelerator() -> bool:
-    import torch
-
-    return torch.cuda.is_available() or (hasattr(torch, "xpu") and torch.xpu.is_available())
-
-
-def check_launch_environment(module: str = "symtune.tune") -> None:
-    """Fail clearly when `accelerate launch` asked for GPUs (FSDP, DeepSpeed, multi-GPU) on a machine without."""
-    if has_accelerator():
-        return
-    flag = lambda var: os.environ.get(var, "").lower() in ("1", "true", "yes")  # noqa: E731
-    wanted = [name for var, name in (("ACCELERATE_USE_FSDP", "FSDP"), ("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"))
-              if flag(var)]
-    if not wanted and int(os.environ.get("WORLD_SIZE", "1")) > 1 and not flag("ACCELERATE_USE_CPU"):
-        wanted.append(f"{os.environ['WORLD_SIZE']}-process GPU data parallelism")
-    if wanted:
-        raise TuneError(
-            f"this launch asks for {' and '.join(wanted)}, which needs GPUs, but none is visible. On CPUs, run "
-            f"`python -m {module}` directly (one process), or for CPU data parallelism: `ACCELERATE_USE_CPU=1 "
-            f"accelerate launch --config_file $(symtune configs cpu_ddp) -m {module} ...`")
-
 
 def _check_out_dir(out: Path, config: TuneConfig, *, resume: bool, overwrite: bool) -> Path | None:
     """Refuse to mix runs; on resume, check the config matches and return the checkpoint to continue from."""
