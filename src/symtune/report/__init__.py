@@ -37,6 +37,7 @@ from .sections import (
     per_task,
     settings_of,
     signed,
+    sizing_section,
     table1,
     training,
     value,
@@ -52,12 +53,14 @@ def build_report(
     base: str | Path | None = None,
     tuned: str | Path | None = None,
     title: str = "symtune report",
+    target_mde: float | None = None,
 ) -> Path:
     """Write report.md, report.html and figures/*.png for the runs; return the path of report.md.
 
     run_dirs: run directories (state.json) or evaluation directories (results.json), shown side by side
     when there are several. base/tuned: two evaluation directories to compare as one more run. out: the
-    output directory (default: the first run directory, else the tuned one)."""
+    output directory (default: the first run directory, else the tuned one). target_mde: points; adds, per run,
+    the queries per task each setting needs for that minimum detectable effect (this run as the pilot)."""
     runs = [load_run(d) for d in run_dirs]
     if base is not None or tuned is not None:
         if base is None or tuned is None:
@@ -81,6 +84,7 @@ def build_report(
         prefix = "" if len(runs) == 1 else f"{i + 1}-{_slug(run.name)}-"
         sections = [
             *table1(run, deltas[run.name], fig_dir, prefix),
+            *(sizing_section(deltas[run.name], target_mde) if target_mde is not None else []),
             *per_task(run),
             *outside_label_set(run),
             *flipped(run, fig_dir, prefix),

@@ -9,7 +9,7 @@ from ..episodes import EVAL_SETTINGS, SETTINGS
 from ..metrics import interval_cell, pct
 from ..results import AlgoSetting, AlgoStats, Stats
 from .figures import bar_figure, evaluation_points, loss_figure
-from .paired import algorithmic_delta, icl_delta
+from .paired import algorithmic_delta, icl_delta, queries_for_mde
 from .runs import Evaluation, Run
 
 METRIC_TITLES = {
@@ -35,6 +35,20 @@ def delta_cell(d: dict | None, b: float | None = None, t: float | None = None) -
     if b is not None and t is not None:
         return f"{signed(t - b)} (no interval)"
     return "-"
+
+
+def mde_cell(d: dict | None, kind: str = "") -> str:
+    """The minimum detectable effect (80% power) of a paired Δ, in points; kind "" (queries) or "_tasks"."""
+    v = d.get(f"mde80{kind}") if d else None
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def tasks_cell(d: dict | None) -> str:
+    """Δ's interval with tasks resampled as well as queries, and its MDE: "[-8.1, +12.0], MDE 9.4"."""
+    if not d or d.get("ci95_tasks") is None:
+        return "-"
+    lo, hi = d["ci95_tasks"]
+    return f"[{signed(lo)}, {signed(hi)}], MDE {mde_cell(d, '_tasks')}"
 
 
 def arrow(b: float | None, t: float | None, paired: bool) -> str:
@@ -99,7 +113,7 @@ def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
             continue
         head = ["setting", "relevant labels", "instruction", "chance %", f"{b.label} % [95% CI]"]
         if paired:
-            head += ["tuned % [95% CI]", "Δ points [95% CI, paired]"]
+            head += ["tuned % [95% CI]", "Δ points [95% CI, paired: queries]", "MDE points", "Δ 95% CI: tasks + queries"]
         if m == "gen_acc":
             head.append("answers in label set %")
         rows = []
@@ -108,7 +122,8 @@ def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
             row = [s, LABELS[meta.labels] if meta else "?", ("✓" if meta.instruction else "✗") if meta else "?",
                    pct(_get(b, s, "chance") or _get(t, s, "chance")), with_ci(icl_summary(b, s), m)]  # fmt: skip
             if paired:
-                row += [with_ci(icl_summary(t, s), m), delta_cell(deltas.get((s, m)), _get(b, s, m), _get(t, s, m))]
+                d = deltas.get((s, m))
+                row += [with_ci(icl_summary(t, s), m), delta_cell(d, _get(b, s, m), _get(t, s, m)), mde_cell(d), tasks_cell(d)]
             if m == "gen_acc":
                 row.append(arrow(_get(b, s, "gen_in_label_set"), _get(t, s, "gen_in_label_set"), paired))
             rows.append(row)
@@ -142,7 +157,17 @@ def _pairing_note(deltas: dict) -> str:
             "paired with the same query (same task, setting, exemplar draw and query id) in the other evaluation; "
             "queries (with all their exemplar draws) are resampled within each task, the same ones for both "
             "models, and the macro average's difference is taken. The base and tuned intervals are the "
-            "evaluation's own bootstrap (queries resampled within each task).")  # fmt: skip
+            "evaluation's own bootstrap (queries resampled within each task). **MDE** is the minimum detectable "
+            "effect at 80% power (two-sided 5% test): 2.8 × the paired standard error; a true Δ smaller than it is "
+            "missed more often than one time in five, so an interval containing 0 says little about effects below "
+            "it. The **tasks + queries** interval resamples the tasks as well (then queries within each drawn task): "
+            "what other tasks of the same kind would give, the one a claim about new tasks needs.")  # fmt: skip
+    sizing = [(d["queries"], d["mde80"]) for d in got if d.get("mde80")]
+    if sizing:
+        n, worst = max(sizing, key=lambda x: x[1])
+        text += (f" To size a next evaluation: the widest query-level MDE here is {100 * worst:.1f} points at "
+                 f"{n:.0f} queries per task; the MDE falls as 1/√(queries), so `symtune report RUN --target-mde "
+                 "POINTS` prints the queries per task each setting needs.")  # fmt: skip
     unpaired = max((d["unpaired"] for d in got), default=0)
     if unpaired:
         text += (f" **{unpaired} queries of a setting were in only one evaluation** (different limits or configs); "
@@ -150,6 +175,33 @@ def _pairing_note(deltas: dict) -> str:
     if not got:
         text += " No samples.jsonl pairs were found, so Δ is the plain difference without an interval."
     return text
+
+
+def sizing(deltas: dict, target_points: float, metric: str = "gen_acc") -> tuple[list[str], list[list[str]]]:
+    """Per setting: the paired Δ's MDE measured here (the pilot) and the queries per task that would bring the
+    query-level MDE to target_points, the tasks fixed. Resampling tasks as well adds a between-task part that
+    more queries do not remove: the tasks + queries MDE is shown for that reason."""
+    head = ["setting", "queries per task now", "MDE now (queries)", "MDE now (tasks + queries)",
+            f"queries per task for MDE {target_points:g}"]
+    rows = []
+    for (s, m), d in deltas.items():
+        if m != metric or not d or not d.get("mde80"):
+            continue
+        need = queries_for_mde(d["queries"], 100 * d["mde80"], target_points)
+        rows.append([s, f"{d['queries']:.0f}", mde_cell(d), mde_cell(d, "_tasks"), str(need)])
+    return head, rows
+
+
+def sizing_section(deltas: dict, target_points: float) -> list[tuple]:
+    head, rows = sizing(deltas, target_points)
+    if not rows:
+        return [("h", 2, "Sizing the next evaluation"), ("p", "No paired Δ in this run to size from.")]
+    return [("h", 2, "Sizing the next evaluation"),
+            ("p", f"From this run as a pilot (generation accuracy): queries per task for a minimum detectable effect of "
+                  f"{target_points:g} points at 80% power, tasks fixed (the MDE falls as 1/√queries). Claims about new "
+                  "tasks need the tasks + queries MDE, which more queries per task shrink only down to the spread "
+                  "between tasks: more tasks are the remedy there."),
+            ("table", head, rows)]  # fmt: skip
 
 
 def per_task(run: Run) -> list[tuple]:
