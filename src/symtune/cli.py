@@ -101,8 +101,17 @@ def _export(args) -> int:
 def _report(args) -> int:
     from .report import build_report
 
-    path = build_report(args.run_dirs, out=args.out, base=args.base, tuned=args.tuned)
+    path = build_report(args.run_dirs, out=args.out, base=args.base, tuned=args.tuned, target_mde=args.target_mde)
     print(f"report: {path} and {path.with_suffix('.html')}")
+    if args.target_mde is not None:
+        from .report import load_run
+        from .report.sections import icl_deltas, sizing
+        from .tables import format_table
+
+        for d in args.run_dirs:
+            head, rows = sizing(icl_deltas(load_run(d)), args.target_mde)
+            print(f"\n{d}: queries per task for an MDE of {args.target_mde:g} points (generation accuracy, 80% power)")
+            print(format_table(head, rows) if rows else "no paired base/tuned evaluations to size from")
     return 0
 
 
@@ -228,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--base", help="an evaluation directory to compare with --tuned")
     sp.add_argument("--tuned", help="an evaluation directory to compare with --base")
     sp.add_argument("--out", help="output directory (default: the first run directory)")
+    sp.add_argument("--target-mde", type=float, metavar="POINTS",
+                    help="size a next evaluation: queries per task for this minimum detectable effect (80%% power), "
+                         "from this run's paired standard errors")
     sp.set_defaults(func=_report)
     return p
 

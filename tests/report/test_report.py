@@ -14,7 +14,7 @@ import pytest
 from symtune.algorithmic.score import summarize as algo_summarize
 from symtune.metrics import pct, summarize
 from symtune.report import ReportError, build_report, load_run
-from symtune.report.paired import icl_delta, paired_delta
+from symtune.report.paired import icl_delta, paired_delta, queries_for_mde
 from symtune.report.sections import with_ci
 from symtune.results import Stats
 
@@ -339,3 +339,20 @@ def test_answers_table_shows_any_answer_verbatim(answer):
 
     assert _inline(f"said {_code(answer)} **twice**") == (
         f"said <code>{html.escape(answer, quote=False)}</code> <strong>twice</strong>")
+
+
+def test_power_columns_and_sizing_from_the_cli(evals, tmp_path, capsys):
+    from symtune.cli import main
+
+    run = _run_dir(tmp_path / "run", *evals)
+    assert main(["report", str(run), "--target-mde", "5"]) == 0
+    printed = capsys.readouterr().out
+    text = (run / "report.md").read_text()
+    d = icl_delta(load_run(evals[0]).base.rows("icl", "symbol"), load_run(evals[1]).base.rows("icl", "symbol"), "gen_acc")
+    row = {r[0]: r for r in _table_after(text, "### Generation accuracy")}["symbol"]
+    assert row[7] == f"{100 * d['mde80']:.1f}"  # the MDE column is the paired Δ's, in points
+    assert row[8].startswith(f"[{100 * d['ci95_tasks'][0]:+.1f}, ") and "MDE" in row[8]
+    need = str(queries_for_mde(d["queries"], 100 * d["mde80"], 5.0))
+    sized = {r[0]: r for r in _table_after(text, "## Sizing the next evaluation")}
+    assert sized["symbol"][-1] == need
+    assert any(line.split()[:1] == ["symbol"] and line.split()[-1] == need for line in printed.splitlines())
