@@ -74,3 +74,12 @@ def test_sizing_from_a_pilot_predicts_the_mde_of_the_larger_evaluation():
     assert need == queries_for_mde(20, 100 * pilot["mde80"], target) and 78 <= need <= 82
     bigger = icl_delta(*_samples(effects, n=need, seed=5), "gen_acc")
     assert 100 * bigger["mde80"] == pytest.approx(target, rel=0.15)
+
+
+def test_changed_answers_counts_paired_queries_whose_answer_differs():
+    from symtune.report.sections import changed_answers
+
+    base = [{"id": str(i), "gen_prediction": a} for i, a in enumerate(["x", "y", "z", "x"])]
+    tuned = [{"id": str(i), "gen_prediction": a} for i, a in enumerate(["x", "q", "z", "y"])] + [{"id": "9", "gen_prediction": "x"}]
+    assert changed_answers(base, tuned) == 0.5  # 2 of the 4 paired queries; the unpaired one is left out
+    assert changed_answers(base, []) is None

@@ -51,6 +51,15 @@ def tasks_cell(d: dict | None) -> str:
     return f"[{signed(lo)}, {signed(hi)}], MDE {mde_cell(d, '_tasks')}"
 
 
+def changed_answers(base_rows: list[dict], tuned_rows: list[dict]) -> float | None:
+    """The share of queries (paired by id) whose greedy answer differs between the two evaluations: how much
+    tuning changed the model's behaviour, whichever way it moved accuracy."""
+    tuned = {s["id"]: s.get("gen_prediction") for s in tuned_rows}
+    pairs = [(s.get("gen_prediction"), tuned[s["id"]]) for s in base_rows if s["id"] in tuned]
+    pairs = [(b, t) for b, t in pairs if b is not None and t is not None]
+    return sum(b != t for b, t in pairs) / len(pairs) if pairs else None
+
+
 def arrow(b: float | None, t: float | None, paired: bool) -> str:
     return f"{pct(b)} → {pct(t)}" if paired else pct(b if b is not None else t)
 
@@ -116,6 +125,8 @@ def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
             head += ["tuned % [95% CI]", "Δ points [95% CI, paired: queries]", "MDE points", "Δ 95% CI: tasks + queries"]
         if m == "gen_acc":
             head.append("answers in label set %")
+            if paired:
+                head.append("answers changed %")
         rows = []
         for s in settings:
             meta = SETTINGS.get(s)
@@ -126,6 +137,8 @@ def table1(run: Run, deltas: dict, fig_dir: Path, prefix: str) -> list[tuple]:
                 row += [with_ci(icl_summary(t, s), m), delta_cell(d, _get(b, s, m), _get(t, s, m)), mde_cell(d), tasks_cell(d)]
             if m == "gen_acc":
                 row.append(arrow(_get(b, s, "gen_in_label_set"), _get(t, s, "gen_in_label_set"), paired))
+                if paired:
+                    row.append(pct(changed_answers(b.rows("icl", s), t.rows("icl", s))))
             rows.append(row)
         blocks.append(("table", head, rows))
     if paired:
@@ -161,7 +174,9 @@ def _pairing_note(deltas: dict) -> str:
             "effect at 80% power (two-sided 5% test): 2.8 × the paired standard error; a true Δ smaller than it is "
             "missed more often than one time in five, so an interval containing 0 says little about effects below "
             "it. The **tasks + queries** interval resamples the tasks as well (then queries within each drawn task): "
-            "what other tasks of the same kind would give, the one a claim about new tasks needs.")  # fmt: skip
+            "what other tasks of the same kind would give, the one a claim about new tasks needs. **Answers "
+            "changed** is the share of queries whose greedy answer differs between the two models, right or wrong: "
+            "whether tuning changed the model's behaviour at all.")  # fmt: skip
     sizing = [(d["queries"], d["mde80"]) for d in got if d.get("mde80")]
     if sizing:
         n, worst = max(sizing, key=lambda x: x[1])
