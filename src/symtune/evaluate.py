@@ -4,14 +4,17 @@ Plan every query (tasks x settings x trials), score each by rank classification 
 log-likelihoods) and by greedy generation (exact match after light normalisation), cache each result
 under a key of (model identity, whole prompt, candidates, rule), and write results.json + samples.jsonl.
 The plan is made in `planning.py`, the runner (cache, chunks, processes) is `runner.py`; the results'
-types are `results.py`.
+types are `results.py`. `icl_eval_fn` is a small slice of the suite that tuning calls during training (its
+callers hand it to `tune(eval_fn=...)`; tuning itself does not import evaluation).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,7 +34,7 @@ from .planning import plan_evaluation
 from .provenance import package_versions
 from .results import EvalResults, Timing
 from .runner import Processes, for_process, processes, run_cached
-from .scoring import generation_match, rank_predictions
+from .scoring import HFBackend, generation_match, rank_predictions
 
 SUITES = ("paper", "icl", "algorithmic")
 EXEMPLAR_PROTOCOLS = ("per-query", "shared")
@@ -236,6 +239,29 @@ def format_results(results: EvalResults) -> str:
     t = results.timing
     parts.append(f"\n{t.queries} queries in {t.seconds}s ({t.resumed_from_cache} cached results reused)")
     return "\n".join(parts)
+
+
+HOOK_METRICS = ("acc", "acc_norm_tokens")
+
+
+def icl_eval_fn(data_dir: str | None = None, settings: Sequence[str] = ("symbol", "flipped"), limit: int = 8,
+                tasks: Sequence[str] | None = None, k: int = 4, seed: int = 0, batch_size: int = 8) -> Callable:
+    """The in-training evaluation handed to `tune(eval_fn=...)`: a small fixed slice of the ICL suite, scored
+    on the model in training by rank classification (by default the no-relevant-label settings: held-out
+    symbols and flipped labels). `eval_fn(model, tokenizer) -> {"<setting>/<metric>": accuracy}` over the
+    same queries at every call."""
+
+    def eval_fn(model, tokenizer) -> dict:
+        with tempfile.TemporaryDirectory() as d:  # a fresh result cache: the weights change between calls
+            config = EvalConfig(model="in-training", out=d, suite="icl", settings=list(settings), data_dir=data_dir,
+                                limit=limit, tasks=list(tasks) if tasks else None, k=k, seed=seed, generate=False,
+                                batch_size=batch_size)
+            backend = HFBackend(model, tokenizer, batch_size=batch_size, identity={"backend": "hf", "model": "in-training"})
+            results = evaluate(config, backend=backend, progress=False)
+        return {f"{setting}/{m}": stats.value(m) for setting, stats in results.icl.summary.items()
+                for m in HOOK_METRICS if stats.value(m) is not None}
+
+    return eval_fn
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -206,7 +206,7 @@ def mixture_stage(ctx: _Stages, d: Path) -> None:
 
 
 def tune_stage(ctx: _Stages, d: Path) -> None:
-    from .tune import tune
+    from .tune import eval_hook, resolve_config, tune
     from .tune.trainer import ProgressCallback
 
     config = ctx.config
@@ -221,7 +221,9 @@ def tune_stage(ctx: _Stages, d: Path) -> None:
     if config.tune_launch:
         launch_tune(config.tune_launch, config.model, str(ctx.dirs["mixture"]), str(d), say=ctx.say, **common)
         return
-    tune(config.model, str(ctx.dirs["mixture"]), str(d), callbacks=[ProgressCallback(_tune_reporter(ctx))], **common)
+    eval_fn = eval_hook(resolve_config(preset, seed=config.seed, **opts))
+    tune(config.model, str(ctx.dirs["mixture"]), str(d), eval_fn=eval_fn, callbacks=[ProgressCallback(_tune_reporter(ctx))],
+         **common)
 
 
 def _tune_reporter(ctx: _Stages, every: float = 30.0) -> Callable[[float, float], None]:

@@ -20,7 +20,7 @@ import torch
 import yaml
 
 from symtune.configs import config_path
-from symtune.tune import TuneConfig, TuneError, load_preset, resolve_config, tune
+from symtune.tune import TuneConfig, TuneError, eval_hook, load_preset, resolve_config, tune
 from symtune.tune.data import IGNORE, check_special_tokens, tokenize_records
 from symtune.tune.trainer import COMPLETE_MARKER, last_checkpoint, token_counts_at
 
@@ -31,11 +31,11 @@ FAST = dict(preset="cpu-small", batch_size=2, micro_batch_size=1, pack_length=51
 
 
 @pytest.fixture(scope="module")
-def mixture_dir(data_dir, tmp_path_factory) -> Path:
+def mixture_dir(task_data, tmp_path_factory) -> Path:
     from symtune.mixture import MixtureConfig, build_mixture
 
     d = tmp_path_factory.mktemp("mixture") / "mix"
-    build_mixture(MixtureConfig(data_dir=str(data_dir), tasks=["sst2", "rte"], max_per_task=12, k_min=1, k_max=2,
+    build_mixture(MixtureConfig(data_dir=str(task_data), tasks=["sst2", "rte"], max_per_task=12, k_min=1, k_max=2,
                                 max_tokens=None, tokenizer=None), d, progress=False)
     return d
 
@@ -162,26 +162,40 @@ def test_the_eval_hook_reads_the_model_and_leaves_training_unchanged(tiny_dir, m
     assert _losses(tmp_path / "plain") == _losses(tmp_path / "hook") and len(_losses(tmp_path / "plain")) == 4
 
 
-def test_default_eval_hook_scores_a_fixed_icl_slice(tiny_dir, mixture_dir, data_dir, tmp_path):
+def _tune_with_eval_hook(model: str, mixture: str, out: str, **opts) -> dict:
+    """tune() with the in-training evaluation its eval_* options describe, handed to it as `symtune tune` does."""
+    return tune(model, mixture, out, eval_fn=eval_hook(resolve_config(**opts)), **opts)
+
+
+def test_default_eval_hook_scores_a_fixed_icl_slice(tiny_dir, mixture_dir, task_data, tmp_path):
     out = tmp_path / "icl"
-    tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,
-         eval_data_dir=str(data_dir), eval_tasks=["subj"], eval_limit=2)
+    _tune_with_eval_hook(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "max_steps": 2}, eval_every=2,
+                         eval_data_dir=str(task_data), eval_tasks=["subj"], eval_limit=2)
     logged = [e for e in _log(out) if "icl/symbol/acc" in e]
     assert [e["step"] for e in logged] == [0, 2]
     for e in logged:
         assert 0 <= e["icl/symbol/acc"] <= 1 and 0 <= e["icl/flipped/acc"] <= 1
 
 
-def test_eval_hook_scores_in_fp32_under_mixed_precision(tiny_dir, mixture_dir, data_dir, tmp_path, caplog):
+def test_eval_hook_scores_in_fp32_under_mixed_precision(tiny_dir, mixture_dir, task_data, tmp_path, caplog):
     """bf16 autocast wraps the model's forward in training: the hook scores beneath it, so its packed path
     matches the model's own forward and is used (no fallback to one forward per candidate)."""
     import logging
 
     caplog.set_level(logging.WARNING, logger="symtune.scoring.hf")
-    tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "mixed"), **{**FAST, "max_steps": 1, "precision": "bf16-mixed"},
-         eval_every=1, eval_data_dir=str(data_dir), eval_tasks=["subj"], eval_limit=2, eval_settings=["symbol"])
+    _tune_with_eval_hook(str(tiny_dir), str(mixture_dir), str(tmp_path / "mixed"),
+                         **{**FAST, "max_steps": 1, "precision": "bf16-mixed"}, eval_every=1, eval_data_dir=str(task_data),
+                         eval_tasks=["subj"], eval_limit=2, eval_settings=["symbol"])
     assert not [r for r in caplog.records if "packed scoring unavailable" in r.getMessage()]
     assert [e["step"] for e in _log(tmp_path / "mixed") if "icl/symbol/acc" in e] == [0, 1]
+
+
+def test_eval_every_without_an_eval_fn_is_refused(tiny_dir, mixture_dir, tmp_path):
+    """Tuning does not build its evaluation (it does not import evaluation): asked to evaluate with nothing to
+    run, it says what to pass before anything is written."""
+    with pytest.raises(TuneError, match="eval_every=2 needs eval_fn.*icl_eval_fn"):
+        tune(str(tiny_dir), str(mixture_dir), str(tmp_path / "x"), **FAST, eval_every=2)
+    assert not (tmp_path / "x").exists()
 
 
 def test_time_limit_stops_and_still_saves(tiny_dir, mixture_dir, tmp_path):
@@ -477,7 +491,24 @@ def test_cli_flags_come_from_the_config(monkeypatch):
     assert args.func(args) == 0
     assert seen["args"] == ("m", "x", "o")
     assert seen["kw"] == {"preset": "paper", "resume": True, "overwrite": False, "lora": True, "packing": False,
-                          "max_steps": 5, "lora_target_modules": ["q_proj", "k_proj"]}
+                          "max_steps": 5, "lora_target_modules": ["q_proj", "k_proj"], "eval_fn": None}
+
+
+def test_cli_hands_the_eval_hook_to_tune(monkeypatch):
+    """`symtune tune --eval-every N` (and `python -m symtune.tune` under accelerate launch) builds the ICL slice
+    from the eval_* flags and hands it to tune()."""
+    import argparse
+
+    import symtune.tune.recipe as recipe
+    from symtune.tune import add_tune_parser
+
+    seen = {}
+    monkeypatch.setattr(recipe, "tune", lambda *a, **kw: seen.update(kw) or {})
+    parser = argparse.ArgumentParser()
+    add_tune_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["tune", "--model", "m", "--mixture", "x", "--out", "o", "--eval-every", "3"])
+    assert args.func(args) == 0
+    assert seen["eval_every"] == 3 and callable(seen["eval_fn"])
 
 
 def test_shipped_accelerate_configs_parse():

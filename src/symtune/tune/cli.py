@@ -1,12 +1,16 @@
-"""`symtune tune`: flags generated from `TuneConfig`, so the CLI, the presets and `tune()` cannot drift apart."""
+"""`symtune tune`: flags generated from `TuneConfig`, so the CLI, the presets and `tune()` cannot drift apart; and
+the in-training evaluation the `eval_*` flags ask for, handed to `tune()` (the CLI sits above evaluation, tuning
+below it)."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import fields
 
+from ..evaluate import icl_eval_fn
 from ..flags import add_flags, given_options
-from .config import PRESETS, TuneConfig, _check_names
+from .config import PRESETS, TuneConfig, _check_names, resolve_config
 
 _REQUIRED = ("model", "mixture", "out")
 _NOT_FLAGS = ("preset",)  # --preset is the preset itself
@@ -58,12 +62,23 @@ def tune_argv(model: str, mixture: str, out: str, *, preset: str = "cpu-small", 
     return argv
 
 
+def eval_hook(config: TuneConfig) -> Callable | None:
+    """The in-training evaluation that `eval_every` and the `eval_*` options ask for (None when eval_every is 0):
+    a fixed slice of the ICL suite. Built here, by tune()'s callers (this CLI, `symtune run`), and handed to
+    tune(eval_fn=...), so that tuning does not import evaluation."""
+    if not config.eval_every:
+        return None
+    return icl_eval_fn(config.eval_data_dir, config.eval_settings, config.eval_limit, config.eval_tasks,
+                       seed=config.seed)
+
+
 def run_tune(args) -> int:
     from .recipe import tune
 
     options = given_options(args, TuneConfig, skip=_NOT_FLAGS + _REQUIRED)
+    config = resolve_config(args.preset, model=args.model, mixture=args.mixture, out=args.out, **options)
     summary = tune(args.model, args.mixture, args.out, preset=args.preset, resume=args.resume,
-                   overwrite=args.overwrite, **options)
+                   overwrite=args.overwrite, eval_fn=eval_hook(config), **options)
     if summary:  # empty on the non-main processes of a multi-process run
         r = summary["results"]
         loss = f"{r['final_loss']:.4f}" if r["final_loss"] is not None else "n/a"

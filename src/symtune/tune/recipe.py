@@ -40,8 +40,9 @@ def tune(model: str, mixture: str, out: str, *, preset: str | None = "cpu-small"
 
     `options` are `TuneConfig` fields (see `symtune.tune.TuneConfig` for each one's meaning); they override
     the preset, which overrides the defaults. `resume` continues from the newest complete checkpoint in
-    `out/checkpoints`. `eval_fn(model, tokenizer) -> dict` is called every `eval_every` steps and logged
-    (default: `icl_hook.icl_eval_fn`, a fixed slice of the ICL suite configured by the `eval_*` options).
+    `out/checkpoints`. `eval_fn(model, tokenizer) -> dict` is called every `eval_every` steps and logged;
+    `symtune tune` and `symtune run` pass `symtune.evaluate.icl_eval_fn`, a fixed slice of the ICL suite
+    configured by the `eval_*` options (`tune.cli.eval_hook` builds it from them).
     Returns the run summary (also written to `out/tune_summary.json`).
     """
     config = resolve_config(preset, model=model, mixture=mixture, out=out, **options)
@@ -59,6 +60,10 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     check_launch_environment("symtune.tune", TuneError)
     if not config.model or not config.mixture or not config.out:
         raise TuneError("model, mixture and out are required")
+    if config.eval_every and eval_fn is None:
+        raise TuneError(f"eval_every={config.eval_every} needs eval_fn, the evaluation to run during training: "
+                        "e.g. symtune.evaluate.icl_eval_fn(eval_data_dir, eval_settings, eval_limit, eval_tasks), "
+                        "the slice of the ICL suite that `symtune tune --eval-every` runs")
     out = Path(config.out)
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     main = state.is_main_process
@@ -110,11 +115,6 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
     trainer_ref = []
     extra = [JsonlLogCallback(out / LOG_FILE, lambda: trainer_ref[0])]
     eval_cb = time_cb = None
-    if eval_fn is None and config.eval_every:
-        from .icl_hook import icl_eval_fn
-
-        eval_fn = icl_eval_fn(config.eval_data_dir, config.eval_settings, config.eval_limit, config.eval_tasks,
-                              seed=config.seed)
     if eval_fn is not None and config.eval_every:
         eval_cb = EvalHookCallback(eval_fn, config.eval_every, lambda: trainer_ref[0], at_start=resume_from is None)
         extra.append(eval_cb)
