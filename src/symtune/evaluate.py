@@ -3,7 +3,7 @@
 Plan every query (tasks x settings x trials), score each by rank classification (all label candidates'
 log-likelihoods) and by greedy generation (exact match after light normalisation), cache each result
 under a key of (model identity, whole prompt, candidates, rule), and write results.json + samples.jsonl.
-The plan is made in `planning.py`, the runner (cache, chunks, processes) is `runner.py`; the results'
+The plan, and the config it is made from (`EvalConfig`), are in `planning.py`; the runner (cache, chunks, processes) is `runner.py`; the results'
 types are `results.py`. `icl_eval_fn` is a small slice of the suite that tuning calls during training (its
 callers hand it to `tune(eval_fn=...)`; tuning itself does not import evaluation).
 """
@@ -15,111 +15,36 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .cache import ResultCache
-from .episodes import (
-    EVAL_SETTINGS,
-    SETTINGS,
-    get_setting,
-)
+from .episodes import SETTINGS
 from .files import write_atomic
-from .flags import option
-from .formats import DEFAULT_EVAL_FORMAT, get_format
 from .metrics import format_per_task, format_summary, summarize
-from .planning import plan_evaluation
+from .planning import EvalConfig, EvalError, plan_evaluation
 from .provenance import package_versions
 from .results import EvalResults, Timing
 from .runner import Processes, for_process, processes, run_cached
-from .scoring import HFBackend, generation_match, rank_predictions
-
-SUITES = ("paper", "icl", "algorithmic")
-EXEMPLAR_PROTOCOLS = ("per-query", "shared")
-SYMBOL_POOLS = ("heldout", "tune")
-DTYPES = ("float32", "bfloat16", "float16", "auto")
-class EvalError(ValueError):
-    """An evaluation that cannot run as configured."""
-
-
-@dataclass
-class EvalConfig:
-    """What to evaluate and how.
-
-    model: alias (smollm2-135m, gemma3-270m), hub id, local directory or .gguf file; adapter: a PEFT
-    adapter; server: base URL of an OpenAI-compatible completions server (then `model` is its model name).
-    suite: "paper" (the 11 held-out tasks in all settings + the algorithmic suite), "icl" (the tasks only)
-    or "algorithmic". tasks/settings narrow it. max_queries: per task (the paper: 100); limit: a smaller
-    prefix of the same seeded query order. k: exemplars per class. trials: independent exemplar draws.
-    max_tokens: prompt budget (default: the model's context, at most 2048); generate: also score greedy
-    generation. out: the output directory (results.json, samples.jsonl, cache.jsonl).
-    """
-
-    model: str = option("smollm2-135m", "alias (smollm2-135m, gemma3-270m), hub id, local dir or .gguf file")
-    out: str = option("runs/eval", "output directory (results.json, samples.jsonl, cache files)")
-    adapter: str | None = option(None, "PEFT adapter directory")
-    server: str | None = option(None, "OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
-    api_key: str | None = option(None, "the server's API key")
-    dtype: str = option("float32", "auto: bfloat16 where it is native (CUDA bf16, a CPU with AVX512-BF16/AMX), else "
-                                   "float32", choices=DTYPES)
-    device: str = option("cpu", "torch device (cpu, cuda, cuda:1, ...)")
-    batch_size: int = option(8, "prompts per scoring batch (the packed engine plans by tokens)")
-    suite: str = option("paper", "paper: the 11 held-out tasks in every setting + the algorithmic suite; icl: the "
-                                 "tasks only; algorithmic", choices=SUITES)
-    tasks: list[str] | None = option(None, "evaluation tasks (default: the 11 held-out tasks)")
-    settings: list[str] = option(list(EVAL_SETTINGS), "prompt settings", choices=EVAL_SETTINGS)
-    data_dir: str | None = option(None, "local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; "
-                                        "default: the hub)")
-    max_queries: int = option(100, "queries per task (the paper: 100)")
-    limit: int | None = option(None, "evaluate only the first N of each task's queries (the same seeded order)")
-    k: int = option(4, "exemplars per class")
-    seed: int = option(0, "seed of the query order and the exemplar draws")
-    trials: int = option(1, "independent exemplar draws (error bars)")
-    exemplars: str = option("per-query", "per-query: each query its own exemplar draw (the paper); shared: one draw per "
-                                         "task and trial for every query (HELM's; its prefix is scored once: many "
-                                         "times cheaper)", choices=EXEMPLAR_PROTOCOLS)
-    symbols: str = option("heldout", "symbol pool of the symbol settings: heldout (the paper's; always for results) or "
-                                     "tune (a diagnostic: does a tuned model read mappings made of the symbols it was "
-                                     "tuned on?)", choices=SYMBOL_POOLS)
-    fmt: str = option(DEFAULT_EVAL_FORMAT, "input-label format", flag="format")
-    max_tokens: int | None = option(None, "prompt budget (default: the model's context, at most 2048)")
-    generate: bool = option(True, "also score greedy generation (--no-generate: rank classification only)")
-    max_new_tokens: int = option(8, "greedy tokens generated per query")
-    algorithmic: dict = field(default_factory=dict)  # arguments of build_algorithmic_requests (limit, settings, ...)
-
-    def __post_init__(self):
-        from .models import resolve_dtype
-
-        self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
-        if self.exemplars not in EXEMPLAR_PROTOCOLS:
-            raise EvalError(f"unknown exemplar protocol {self.exemplars!r}; choose from {', '.join(EXEMPLAR_PROTOCOLS)}")
-        if self.symbols not in SYMBOL_POOLS:
-            raise EvalError(f"unknown symbol pool {self.symbols!r}; choose heldout (the default) or tune")
-        if self.suite not in SUITES:
-            raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
-        for s in self.settings:
-            get_setting(s)
-        get_format(self.fmt)
-        for name, v, lo in (("k", self.k, 1), ("trials", self.trials, 1), ("max_queries", self.max_queries, 1), ("batch_size", self.batch_size, 1)):
-            if v < lo:
-                raise EvalError(f"{name} must be >= {lo}, got {v}")
-        if self.limit is not None and self.limit < 1:
-            raise EvalError(f"--limit must be >= 1, got {self.limit}")
+from .scoring import (
+    CandidateScore,
+    HFBackend,
+    OpenAICompletionsBackend,
+    generation_match,
+    hf_backend,
+    rank_predictions,
+)
 
 
 def make_backend(config: EvalConfig):
-    from .scoring import OpenAICompletionsBackend, hf_backend
-
     if config.server:
         return OpenAICompletionsBackend(config.server, config.model, api_key=config.api_key, batch_size=config.batch_size)
     return hf_backend(config.model, dtype=config.dtype, device=config.device, adapter=config.adapter, batch_size=config.batch_size)
 
 
 def score_items(items: list[dict], ranks: dict, gens: dict | None) -> list[dict]:
-    from .scoring import CandidateScore
-
     samples = []
     for it in items:
         scores = [CandidateScore(**c) for c in ranks[it["id"]]]
@@ -279,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
         print(format_results(results))
     return 0
 
+
+# EvalConfig and EvalError live in planning.py (below this module) and are imported from here as well.
+__all__ = ["EvalConfig", "EvalError", "evaluate", "format_results", "icl_eval_fn", "make_backend", "score_items"]
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -4,29 +4,106 @@ Every ICL item (trial x task x setting x query: its prompt, label candidates and
 requests. `symtune eval` scores the plan, `symtune export` writes it for lm-eval, and `symtune run` sizes its
 time estimate by its prompt tokens. Planning needs only a token counter (a backend, or `TokenCounter` around
 a tokenizer), so the same plan comes out with or without a model.
+
+The config it is planned from, `EvalConfig` (what to evaluate and how), is here too, below the evaluation
+that scores the plan; `symtune.evaluate` re-exports it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from .episodes import (
+    EVAL_SETTINGS,
     SETTINGS,
     BudgetError,
     draw_episode,
     draw_shared_episodes,
     exact_measure,
     fit_budget,
+    get_setting,
     prepare_task,
     query_order,
     render,
 )
+from .flags import option
+from .formats import DEFAULT_EVAL_FORMAT, get_format
+from .models import resolve_dtype
 from .results import TaskReport
 from .symbols import SymbolPool
 from .tasks import load_catalogue, select_tasks
 
-if TYPE_CHECKING:
-    from .evaluate import EvalConfig
+SUITES = ("paper", "icl", "algorithmic")
+EXEMPLAR_PROTOCOLS = ("per-query", "shared")
+SYMBOL_POOLS = ("heldout", "tune")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+class EvalError(ValueError):
+    """An evaluation that cannot run as configured."""
+
+
+@dataclass
+class EvalConfig:
+    """What to evaluate and how.
+
+    model: alias (smollm2-135m, gemma3-270m), hub id, local directory or .gguf file; adapter: a PEFT
+    adapter; server: base URL of an OpenAI-compatible completions server (then `model` is its model name).
+    suite: "paper" (the 11 held-out tasks in all settings + the algorithmic suite), "icl" (the tasks only)
+    or "algorithmic". tasks/settings narrow it. max_queries: per task (the paper: 100); limit: a smaller
+    prefix of the same seeded query order. k: exemplars per class. trials: independent exemplar draws.
+    max_tokens: prompt budget (default: the model's context, at most 2048); generate: also score greedy
+    generation. out: the output directory (results.json, samples.jsonl, cache.jsonl).
+    """
+
+    model: str = option("smollm2-135m", "alias (smollm2-135m, gemma3-270m), hub id, local dir or .gguf file")
+    out: str = option("runs/eval", "output directory (results.json, samples.jsonl, cache files)")
+    adapter: str | None = option(None, "PEFT adapter directory")
+    server: str | None = option(None, "OpenAI-compatible completions server URL (vLLM, TGI, llama.cpp)")
+    api_key: str | None = option(None, "the server's API key")
+    dtype: str = option("float32", "auto: bfloat16 where it is native (CUDA bf16, a CPU with AVX512-BF16/AMX), else "
+                                   "float32", choices=DTYPES)
+    device: str = option("cpu", "torch device (cpu, cuda, cuda:1, ...)")
+    batch_size: int = option(8, "prompts per scoring batch (the packed engine plans by tokens)")
+    suite: str = option("paper", "paper: the 11 held-out tasks in every setting + the algorithmic suite; icl: the "
+                                 "tasks only; algorithmic", choices=SUITES)
+    tasks: list[str] | None = option(None, "evaluation tasks (default: the 11 held-out tasks)")
+    settings: list[str] = option(list(EVAL_SETTINGS), "prompt settings", choices=EVAL_SETTINGS)
+    data_dir: str | None = option(None, "local data directory (holds tasks/<name>/{task.json,<split>.jsonl}; "
+                                        "default: the hub)")
+    max_queries: int = option(100, "queries per task (the paper: 100)")
+    limit: int | None = option(None, "evaluate only the first N of each task's queries (the same seeded order)")
+    k: int = option(4, "exemplars per class")
+    seed: int = option(0, "seed of the query order and the exemplar draws")
+    trials: int = option(1, "independent exemplar draws (error bars)")
+    exemplars: str = option("per-query", "per-query: each query its own exemplar draw (the paper); shared: one draw per "
+                                         "task and trial for every query (HELM's; its prefix is scored once: many "
+                                         "times cheaper)", choices=EXEMPLAR_PROTOCOLS)
+    symbols: str = option("heldout", "symbol pool of the symbol settings: heldout (the paper's; always for results) or "
+                                     "tune (a diagnostic: does a tuned model read mappings made of the symbols it was "
+                                     "tuned on?)", choices=SYMBOL_POOLS)
+    fmt: str = option(DEFAULT_EVAL_FORMAT, "input-label format", flag="format")
+    max_tokens: int | None = option(None, "prompt budget (default: the model's context, at most 2048)")
+    generate: bool = option(True, "also score greedy generation (--no-generate: rank classification only)")
+    max_new_tokens: int = option(8, "greedy tokens generated per query")
+    algorithmic: dict = field(default_factory=dict)  # arguments of build_algorithmic_requests (limit, settings, ...)
+
+    def __post_init__(self):
+        self.dtype = resolve_dtype(self.dtype, self.device)  # "auto" is recorded as what it chose on this machine
+        if self.exemplars not in EXEMPLAR_PROTOCOLS:
+            raise EvalError(f"unknown exemplar protocol {self.exemplars!r}; choose from {', '.join(EXEMPLAR_PROTOCOLS)}")
+        if self.symbols not in SYMBOL_POOLS:
+            raise EvalError(f"unknown symbol pool {self.symbols!r}; choose heldout (the default) or tune")
+        if self.suite not in SUITES:
+            raise EvalError(f"unknown suite {self.suite!r}; choose from {', '.join(SUITES)}")
+        for s in self.settings:
+            get_setting(s)
+        get_format(self.fmt)
+        for name, v, lo in (("k", self.k, 1), ("trials", self.trials, 1), ("max_queries", self.max_queries, 1), ("batch_size", self.batch_size, 1)):
+            if v < lo:
+                raise EvalError(f"{name} must be >= {lo}, got {v}")
+        if self.limit is not None and self.limit < 1:
+            raise EvalError(f"--limit must be >= 1, got {self.limit}")
 
 
 class TokenCounter:
@@ -46,8 +123,6 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     catalogue = load_catalogue(config.data_dir)
     specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "eval", data_dir=config.data_dir)
     if not specs:
-        from .evaluate import EvalError
-
         raise EvalError(f"no evaluation tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
     pool = SymbolPool(config.symbols)
     budget = min(config.max_tokens or 2048, backend.max_length) - config.max_new_tokens
