@@ -8,6 +8,7 @@ dtype, versions) for cache keys and results files.
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -109,8 +110,6 @@ def _resolve_dir(name: str, d: Path) -> ModelRef:
     if (d / "config.json").is_file():
         return ModelRef(name, str(d), None, kind="local")
     if (d / "adapter_config.json").is_file():
-        from .adapters import adapter_config
-
         base = adapter_config(d).get("base_model_name_or_path")
         if not base:
             raise ModelLoadError(f"adapter {str(d)!r} has no base_model_name_or_path in adapter_config.json; "
@@ -263,12 +262,70 @@ def load_model(name: str, *, dtype: str = "float32", device: str = "cpu", adapte
                              "a hub id or an alias") from e
     tok = load_tokenizer(ref, trust_remote_code=trust_remote_code, adapter=adapter)
     if adapter is not None:
-        from .adapters import apply_adapter
-
         model = apply_adapter(model, ref, adapter)
     model.to(device)
     model.eval()
     return model, tok
+
+
+# ---- PEFT adapters ----------------------------------------------------------------------------
+# Checked against the base model's layers before PEFT sees them: a wrong base model is a clear error, not a
+# PEFT traceback.
+
+def adapter_config(d: Path) -> dict:
+    try:
+        return json.loads((Path(d) / "adapter_config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"cannot read adapter_config.json in {str(d)!r}: {e}") from e
+
+
+def apply_adapter(model, ref: ModelRef, adapter: str):
+    """Attach a PEFT adapter after checking that its modules and shapes fit this base model."""
+    from peft import PeftModel
+
+    cfg = adapter_config(Path(adapter))
+    base = cfg.get("base_model_name_or_path")
+    if base and Path(base).name.lower() not in (Path(ref.path).name.lower(), Path(ref.name).name.lower()):
+        log.warning("adapter %s was trained on %r; loading it on %r", adapter, base, ref.name)
+    problems = adapter_shape_problems(model, Path(adapter))
+    if problems:
+        raise ModelLoadError(f"adapter {adapter!r} does not fit base model {ref.name!r} (it was trained on "
+                             f"{base!r}): " + "; ".join(problems[:3])
+                             + ("; ..." if len(problems) > 3 else "") + ". Pass the base model it was trained on.")
+    try:
+        model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"adapter {adapter!r} does not fit base model {ref.name!r} (trained on {base!r}): "
+                             f"{str(e).splitlines()[0]}") from e
+    return model
+
+
+def adapter_shape_problems(model, adapter: Path) -> list[str]:
+    """Compare LoRA weight shapes in the adapter file against the base model's linear layers."""
+    f = adapter / "adapter_model.safetensors"
+    if not f.is_file():
+        return []  # .bin adapters: let PEFT's own checks speak
+    from safetensors import safe_open
+
+    modules = dict(model.named_modules())
+    problems = []
+    with safe_open(str(f), framework="pt") as sf:
+        for key in sf.keys():
+            m = re.match(r"^base_model\.model\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
+            if not m:
+                continue
+            mod_name, ab = m.groups()
+            mod = modules.get(mod_name)
+            if mod is None:
+                problems.append(f"module {mod_name} not in the base model")
+                continue
+            shape = sf.get_slice(key).get_shape()
+            in_f, out_f = getattr(mod, "in_features", None), getattr(mod, "out_features", None)
+            if ab == "A" and in_f is not None and shape[1] != in_f:
+                problems.append(f"{mod_name}: lora_A expects {shape[1]} inputs, base has {in_f}")
+            if ab == "B" and out_f is not None and shape[0] != out_f:
+                problems.append(f"{mod_name}: lora_B gives {shape[0]} outputs, base has {out_f}")
+    return problems
 
 
 # ---- identity ---------------------------------------------------------------------------------
