@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from . import __version__
 from .tables import format_table
@@ -50,6 +51,7 @@ def _count_lines(d, split) -> int:
 
 
 def _mixture(args) -> int:
+    from .decontaminate import summary
     from .flags import given_options
     from .mixture import MixtureConfig, build_mixture
 
@@ -60,7 +62,27 @@ def _mixture(args) -> int:
         skipped = sum(info.get("skipped", {}).values())
         rows.append([task, str(info["count"]), str(skipped), info.get("error", "")])
     print(format_table(["task", "prompts", "skipped", "error"], rows))
-    print(f"\n{manifest['total']} records -> {args.out} (records.jsonl sha256 {manifest['sha256']['records.jsonl'][:12]})")
+    print(f"\n{summary(manifest['decontamination'])}")
+    print(f"{manifest['total']} records -> {args.out} (records.jsonl sha256 {manifest['sha256']['records.jsonl'][:12]})")
+    return 0
+
+
+def _overlap(args) -> int:
+    import json
+    import time
+
+    from .decontaminate import check_overlap, format_overlap, select
+
+    t0 = time.perf_counter()
+    tuning, evaluation = select(args.data_dir, args.tasks, args.exclude_tasks or (), args.eval_tasks)
+    overlap = check_overlap(tuning, evaluation, args.data_dir)
+    print(format_overlap(overlap, markdown=args.markdown))
+    print(f"\nchecked in {time.perf_counter() - t0:.1f} s")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(overlap.to_dict(rows=True), f, indent=1, sort_keys=True)
+            f.write("\n")
+        print(f"overlaps, with the overlapping rows of each tuning task: {args.json}")
     return 0
 
 
@@ -101,14 +123,16 @@ def _export(args) -> int:
 def _report(args) -> int:
     from .report import build_report
 
-    path = build_report(args.run_dirs, out=args.out, base=args.base, tuned=args.tuned, target_mde=args.target_mde)
+    named = [d.split("=", 1) if "=" in d and not Path(d).exists() else (None, d) for d in args.run_dirs]
+    run_dirs = [d for _, d in named]
+    path = build_report(run_dirs, out=args.out, base=args.base, tuned=args.tuned, target_mde=args.target_mde,
+                        names=[n for n, _ in named])
     print(f"report: {path} and {path.with_suffix('.html')}")
     if args.target_mde is not None:
         from .report import load_run
         from .report.sections import icl_deltas, sizing
-        from .tables import format_table
 
-        for d in args.run_dirs:
+        for d in run_dirs:
             head, rows = sizing(icl_deltas(load_run(d)), args.target_mde)
             print(f"\n{d}: queries per task for an MDE of {args.target_mde:g} points (generation accuracy, 80% power)")
             print(format_table(head, rows) if rows else "no paired base/tuned evaluations to size from")
@@ -182,6 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-q", "--quiet", action="store_true")
     sp.set_defaults(func=_mixture)
 
+    sp = sub.add_parser("overlap", help="which tuning rows overlap an evaluation task (what `mixture` drops)")
+    add_flags(sp, MixtureConfig, only=("data_dir", "tasks", "exclude_tasks"))
+    sp.add_argument("--eval-tasks", nargs="+", metavar="TASK",
+                    help="evaluation tasks (default: every eval- and extra-role task, and --exclude-tasks); a tuning "
+                         "task named here counts with its held-out splits (a diagnostic of seen tasks)")
+    sp.add_argument("--markdown", action="store_true", help="print markdown tables")
+    sp.add_argument("--json", metavar="OUT", help="also write the overlaps, with the rows, as JSON to OUT")
+    sp.set_defaults(func=_overlap)
+
     sp = sub.add_parser("eval", help="measure a model's in-context learning (the paper's suite)")
     add_flags(sp, EvalConfig, skip=("out",))
     sp.add_argument("--out", help="output directory (default runs/eval-<model>)")
@@ -233,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=_configs)
 
     sp = sub.add_parser("report", help="report.md + report.html for runs (side by side) or evaluation dirs")
-    sp.add_argument("run_dirs", nargs="*", help="run directories (symtune run) or evaluation directories")
+    sp.add_argument("run_dirs", nargs="*", metavar="[NAME=]DIR",
+                    help="run directories (symtune run) or evaluation directories; NAME= labels a run (default: its directory name)")
     sp.add_argument("--base", help="an evaluation directory to compare with --tuned")
     sp.add_argument("--tuned", help="an evaluation directory to compare with --base")
     sp.add_argument("--out", help="output directory (default: the first run directory)")

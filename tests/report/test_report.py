@@ -22,7 +22,7 @@ TASKS = ["raft_overruling", "tweet_eval_stance_hillary"]
 
 
 @pytest.fixture(scope="module")
-def base_eval(tiny_model, data_dir, tmp_path_factory) -> Path:
+def base_eval(tiny_model, task_data, tmp_path_factory) -> Path:
     """A real ICL evaluation of the tiny model, plus algorithmic results scored from made-up generations
     (half right) by the suite's own functions: generating them with the model would add ~10 s for nothing."""
     import torch
@@ -33,14 +33,14 @@ def base_eval(tiny_model, data_dir, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("eval_base")
     backend = HFBackend(*tiny_model, batch_size=8, identity={"backend": "hf", "model": "tiny-random-llama"})
-    config = EvalConfig(out=str(out), data_dir=str(data_dir), suite="icl", tasks=TASKS, limit=2, max_new_tokens=2)
+    config = EvalConfig(out=str(out), data_dir=str(task_data), suite="icl", tasks=TASKS, limit=2, max_new_tokens=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a 64-wide model gains nothing from threads; on busy cores they cost 20x (spin-waits)
     try:
         results = evaluate(config, backend=backend, progress=False)
     finally:
         torch.set_num_threads(threads)
-    plan = build_algorithmic_requests(data_dir, limit=2, parts=["gen_list"], families=["take", "length"])
+    plan = build_algorithmic_requests(task_data, limit=2, parts=["gen_list"], families=["take", "length"])
     gens = [" " + r.target if i % 2 else " [" for i, r in enumerate(plan.requests)]
     samples, tables = score_algorithmic(plan.requests, gens, plan.skipped)
     tables.config = plan.config
@@ -303,6 +303,11 @@ def test_several_runs_side_by_side(evals, tmp_path):
         assert rows[s][9:11] == rows[s][2:4]  # base=/tuned= pair the same evaluations as run a
     figs = {p.name for p in (tmp_path / "cmp" / "figures").glob("*.png")}
     assert "runs.png" in figs and "1-a-table1.png" in figs and "2-b-table1.png" in figs
+    assert "deltas.png" in figs and "](figures/deltas.png)" in text  # the Δ figure of every paired run
+    named = build_report([a, b], out=tmp_path / "named", names=["first", None])
+    assert "## Run 1: first" in named.read_text() and "## Run 2: b" in named.read_text()
+    with pytest.raises(ReportError, match="one name per run"):
+        build_report([a, b], out=tmp_path / "bad", names=["first"])
     html = (tmp_path / "cmp" / "report.html").read_text()
     assert html.count('<img src="data:image/png;base64,') == len(figs)
 

@@ -21,7 +21,7 @@ from ..files import write_atomic
 from ..metrics import pct
 from .answers import outside_label_set
 from .document import to_html, to_markdown
-from .figures import bar_figure
+from .figures import bar_figure, delta_figure
 from .identities import identities
 from .runs import ReportError, Run, load_run, pair_run
 from .sections import (
@@ -54,14 +54,19 @@ def build_report(
     tuned: str | Path | None = None,
     title: str = "symtune report",
     target_mde: float | None = None,
+    names: Sequence[str | None] | None = None,
 ) -> Path:
     """Write report.md, report.html and figures/*.png for the runs; return the path of report.md.
 
     run_dirs: run directories (state.json) or evaluation directories (results.json), shown side by side
     when there are several. base/tuned: two evaluation directories to compare as one more run. out: the
-    output directory (default: the first run directory, else the tuned one). target_mde: points; adds, per run,
+    output directory (default: the first run directory, else the tuned one). names: the runs' labels (default:
+    their directory names). target_mde: points; adds, per run,
     the queries per task each setting needs for that minimum detectable effect (this run as the pilot)."""
-    runs = [load_run(d) for d in run_dirs]
+    names = list(names or [None] * len(run_dirs))
+    if len(names) != len(run_dirs):
+        raise ReportError(f"{len(names)} names for {len(run_dirs)} runs: give one name per run (or none)")
+    runs = [load_run(d, name) for d, name in zip(run_dirs, names)]
     if base is not None or tuned is not None:
         if base is None or tuned is None:
             raise ReportError("base and tuned go together: give both evaluation directories")
@@ -105,7 +110,7 @@ def build_report(
     return md
 
 
-FIGURE_NAME = re.compile(r"^(\d+-.*-)?(table1|flipped|algorithmic|loss|runs)\.png$")
+FIGURE_NAME = re.compile(r"^(\d+-.*-)?(table1|flipped|algorithmic|loss|runs|deltas)\.png$")
 
 
 def _remove_stale_figures(fig_dir: Path, written: set[str]) -> None:
@@ -228,4 +233,10 @@ def side_by_side(runs: list[Run], deltas: dict, fig_dir: Path) -> list[tuple]:
                    ("p", "Paired intervals for these differences are in each run's own section.")]  # fmt: skip
     if panels:
         blocks.append(("img", bar_figure(fig_dir / "runs.png", panels), "Accuracy per setting, every run's evaluations; dashes: chance."))
+    paired = [r for r in runs if any(deltas[r.name].get((s, "gen_acc")) for s in settings)]
+    if paired:
+        fig = delta_figure(fig_dir / "deltas.png", settings, [(r.name, [deltas[r.name].get((s, "gen_acc")) for s in settings])
+                                                             for r in paired], "Tuned − base, generation accuracy")  # fmt: skip
+        blocks.append(("img", fig, "Δ per setting for every run with both evaluations: the point, its paired 95% interval "
+                                   "(thick: queries resampled; thin: tasks + queries), grey: ± the first run's MDE."))  # fmt: skip
     return blocks

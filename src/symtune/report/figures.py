@@ -109,3 +109,39 @@ def evaluation_points(log: list[dict]) -> dict[str, list[tuple[int, float]]]:
             if (k.startswith("eval_") or k.startswith("icl/")) and k not in EVAL_NOISE and isinstance(v, (int, float)):
                 out.setdefault(k, []).append((e.get("step", 0), float(v)))
     return out
+
+
+def delta_figure(path: Path, groups: list[str], series: list[tuple[str, list[dict | None]]], title: str) -> Path:
+    """Tuned-minus-base differences, one row per group (setting) and a marker per series (run): the point, its
+    paired 95% interval (thick) and the interval with tasks resampled too (thin), in points; the grey band is
+    ± the query-level MDE of the first series' row (smaller true effects are missed more often than 1 in 5)."""
+    k = len(series)
+    fig = Figure(figsize=(8.0, 0.32 * len(groups) * max(k, 2) + 1.4))
+    ax = fig.subplots()
+    h = 0.8 / k
+    for i, _ in enumerate(groups):
+        first = next((d for _, ds in series if (d := ds[i]) and d.get("mde80")), None)
+        if first:
+            ax.fill_betweenx([i - 0.45, i + 0.45], -100 * first["mde80"], 100 * first["mde80"], color="#eeeeee", lw=0,
+                             label="± MDE (80% power)" if i == 0 else None)  # fmt: skip
+    for j, (name, ds) in enumerate(series):
+        ys = [i - 0.4 + h * (j + 0.5) for i in range(len(groups))]
+        color = COLORS[(j + 1) % len(COLORS)]
+        for y, d in zip(ys, ds):
+            if not d:
+                continue
+            if d.get("ci95_tasks"):
+                ax.hlines(y, 100 * d["ci95_tasks"][0], 100 * d["ci95_tasks"][1], color=color, lw=0.8, alpha=0.6)
+            ax.hlines(y, 100 * d["ci95"][0], 100 * d["ci95"][1], color=color, lw=2.6)
+        xs = [math.nan if d is None else 100 * d["delta"] for d in ds]
+        ax.plot(xs, ys, "o", color=color, ms=5, label=name)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(groups)))
+    ax.set_yticklabels(groups, fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ accuracy, tuned − base (points): paired 95% interval (thick), tasks + queries (thin)", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return save_png(fig, path)
