@@ -30,6 +30,7 @@ from .episodes import (
 from .files import publish_dir
 from .flags import option
 from .formats import FORMATS, get_format, render_prompt
+from .instructions import instruction_records
 from .provenance import file_sha256, package_versions
 from .symbols import CATEGORIES, SymbolPool
 from .tasks import TaskError, load_catalogue, select_tasks
@@ -198,11 +199,9 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
         report[spec.name] = {"count": len(recs), "skipped": skipped, "sources": task.sources, "sha256": task.sha256,
                              "spec_sha256": spec.content_sha256}
     if config.instruction_data:
-        from .instructions import instruction_records
-
         n_sym = len(records)
         n_instr = round(n_sym * (1 - config.symbol_fraction) / config.symbol_fraction)
-        instr = instruction_records(config.instruction_data, n_instr, config.seed)
+        instr = instruction_records(config.instruction_data, n_instr, config.seed, MixtureError)
         report["instruction"] = {"count": len(instr), "wanted": n_instr, "source": config.instruction_data}
         records += instr
     if not records:
