@@ -71,10 +71,10 @@ def _overlap(args) -> int:
     import json
     import time
 
-    from .decontaminate import check_overlap, format_overlap, select
+    from .decontaminate import check_overlap, format_overlap, tuning_and_evaluation
 
     t0 = time.perf_counter()
-    tuning, evaluation = select(args.data_dir, args.tasks, args.exclude_tasks or (), args.eval_tasks)
+    tuning, evaluation = tuning_and_evaluation(args.data_dir, args.tasks, args.exclude_tasks or (), args.eval_tasks)
     overlap = check_overlap(tuning, evaluation, args.data_dir)
     print(format_overlap(overlap, markdown=args.markdown))
     print(f"\nchecked in {time.perf_counter() - t0:.1f} s")

@@ -3,7 +3,10 @@
 Output directory (written atomically; the same config gives byte-identical files):
     records.jsonl   one {"prompt", "completion", "task", "format", "mapping", "seed", "index", ...} a line
     dataset/        the same records as a `datasets` dataset (mapping as a JSON string)
-    manifest.json   config, versions, per-task counts and skips, content hashes
+    manifest.json   config, versions, per-task counts and skips, decontamination, content hashes
+
+Tuning rows that overlap an evaluation task (decontaminate.py) are left out, from the queries and the exemplar
+pool alike, before the seeded draws: keep_contaminated keeps them; the manifest records the overlaps either way.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import json
 import os
 import random
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .decontaminate import Overlap, check_overlap, evaluation_tasks
 from .episodes import (
     BudgetError,
     EpisodeError,
@@ -57,7 +61,10 @@ class MixtureConfig:
     instruction_data, symbol_fraction: optionally mix in an instruction-tuning dataset (a local
         .jsonl/.json/.csv/.parquet file or a hub id with prompt/completion or instruction[/input]/output
         columns) so that symbol prompts make up `symbol_fraction` of the records.
-    exclude_tasks: tasks left out of the default selection (e.g. a validation suite kept out of tuning).
+    exclude_tasks: tasks left out of the default selection (e.g. a validation suite kept out of tuning); they count
+        as evaluation tasks for decontamination, as the eval- and extra-role tasks do.
+    keep_contaminated: keep the tuning rows that overlap an evaluation task (equal normalised input or a shared
+        13-gram, in any split; see decontaminate.py); by default they are dropped before the seeded draws.
     labels: "symbol" (symbol tuning), or one of the paper's controls: "natural" (the same prompts with
         their instruction and natural labels: continued instruction tuning) or "random" (symbol prompts
         whose labels are inconsistent: every exemplar's and the query's symbol drawn at random among the
@@ -87,6 +94,8 @@ class MixtureConfig:
                                    "labels), random (inconsistent symbols)", choices=LABEL_MODES)
     natural_fraction: float = option(0.0, "share of prompts kept with instruction and natural labels (mixed into "
                                           "symbol tuning)")
+    keep_contaminated: bool = option(False, "keep tuning rows that overlap an evaluation task (default: drop them; "
+                                            "`symtune overlap` lists the overlaps)")
 
     def __post_init__(self):
         if self.labels not in LABEL_MODES:
@@ -137,13 +146,18 @@ def _render_random(task, ep, seed: int) -> tuple[str, str]:
     return prompt, " " + symbols[int(rng.random() * len(symbols))]
 
 
-def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=None, skipped=None):
-    """Symbol-tuning records of one prepared task (TaskData), in its seeded query order."""
+def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=None, skipped=None,
+                      drop: frozenset[int] = frozenset()):
+    """Symbol-tuning records of one prepared task (TaskData), in its seeded query order; rows in `drop`
+    (contaminated) are neither queries nor exemplars."""
     fmts = config.formats or "random"
     k = (config.k_min, config.k_max)
+    if drop:  # taken out of the full seeded order before the cap: the other rows keep their places
+        task = replace(task, by_class={label: [i for i in rows if i not in drop] for label, rows in task.by_class.items()})
+    queries = [q for q in query_order(task, config.seed) if q not in drop][: config.max_per_task]
     episodes = [
         draw_episode(task, q, seed=config.seed, setting=_setting(task, config, q), k=k, pool=pool, fmt=fmts)
-        for q in query_order(task, config.seed, config.max_per_task)
+        for q in queries
     ]
     if measure is not None:
         measure.precompute(episodes)
@@ -167,8 +181,9 @@ def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=Non
         }
 
 
-def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[dict], dict]:
-    """All records and a report {task: {"count", "skipped", "source", "sha256"}}."""
+def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[dict], dict, Overlap]:
+    """All records, a report {task: {"count", "skipped", "source", "sha256"}} and the tuning rows' overlaps with
+    the evaluation tasks (dropped unless config.keep_contaminated)."""
     catalogue = load_catalogue(config.data_dir)
     specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "tune", data_dir=config.data_dir)
     unknown = sorted(set(config.exclude_tasks or ()) - set(catalogue))
@@ -177,6 +192,8 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
     specs = [s for s in specs if s.name not in set(config.exclude_tasks or ())]
     if not specs:
         raise MixtureError(f"no tuning tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
+    evaluation = evaluation_tasks(catalogue, specs, config.exclude_tasks or (), config.data_dir)
+    overlap = check_overlap(specs, evaluation, config.data_dir, pools=False)
     pool = SymbolPool("tune", tuple(config.symbol_categories), config.num_symbols)
     tok = _tokenizer(config.tokenizer) if config.max_tokens else None
     records, report = [], {}
@@ -189,9 +206,12 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
             report[spec.name] = {"count": 0, "error": str(e)}
             continue
         skipped = dict(task.skipped)
+        drop = frozenset(() if config.keep_contaminated else overlap.flagged.get(spec.name, ()))
+        if drop:
+            skipped[f"{task.query_split}: overlaps an evaluation task"] = len(drop)
         measure = PieceMeasure(tok, task) if tok is not None else None
         try:
-            recs = list(iter_task_records(task, config, pool, measure, skipped))
+            recs = list(iter_task_records(task, config, pool, measure, skipped, drop))
         except EpisodeError as e:
             report[spec.name] = {"count": 0, "error": str(e)}
             continue
@@ -206,10 +226,11 @@ def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[di
         records += instr
     if not records:
         raise MixtureError(f"the mixture is empty: {json.dumps(report)[:2000]}")
-    return records, report
+    return records, report, overlap
 
 
-def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out: str | Path, overwrite: bool = False) -> Path:
+def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out: str | Path, overwrite: bool = False,
+                  overlap: Overlap | None = None) -> Path:
     """Write records.jsonl, dataset/ and manifest.json into a temporary directory, then rename it to `out`."""
     import datasets
     import pyarrow as pa
@@ -236,6 +257,7 @@ def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out:
             "counts": {t: r["count"] for t, r in report.items()},
             "total": len(records),
             "tasks": report,
+            "decontamination": overlap.to_dict(dropped=not config.keep_contaminated) if overlap else None,
             "sha256": {"records.jsonl": digest},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
@@ -248,8 +270,8 @@ def write_mixture(records: list[dict], report: dict, config: MixtureConfig, out:
 
 def build_mixture(config: MixtureConfig, out: str | Path, overwrite: bool = False, progress: bool = True) -> dict:
     """Build and write a mixture; returns its manifest."""
-    records, report = build_records(config, progress=progress)
-    path = write_mixture(records, report, config, out, overwrite=overwrite)
+    records, report, overlap = build_records(config, progress=progress)
+    path = write_mixture(records, report, config, out, overwrite=overwrite, overlap=overlap)
     return json.loads((path / "manifest.json").read_text())
 
 
