@@ -159,9 +159,9 @@ def _study(args) -> int:
         print(f"study results (no weights): {save_results(config, args.save_results)}")
         return 0
     if args.report_only:
-        from .report.study import build_study_report
+        from .study import write_report
 
-        print(f"study report: {build_study_report(config)}")
+        print(f"study report: {write_report(config)}")
         return 0
     run_study(config, phases=PHASES if args.phase == "all" else (args.phase,), only=args.only, progress=not args.quiet)
     return 0

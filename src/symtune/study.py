@@ -20,7 +20,7 @@ evaluation always. Phases, each resumable (a finished stage is skipped, an inter
        the (first) selected recipe except for its own overrides (e.g. `labels: natural`), so it differs from
        the winner only in what it controls for
 
-After every recipe the study report (report.md/.html, study/report.py) is rewritten, so results appear as
+After every recipe the study report (report.md/.html, report/study.py) is rewritten, so results appear as
 they land. `save_results` copies a study without what can be made again (weights, checkpoints, mixture
 records, caches): a later study over that copy skips every finished recipe.
 """
@@ -37,8 +37,9 @@ from pathlib import Path
 import yaml
 
 from .configs import config_file, read_yaml_mapping
-from .files import publish_dir, write_atomic
+from .files import gzip_in_place, publish_dir, write_atomic
 from .pipeline import run_pipeline
+from .report.study import build_study_report
 from .results import EvalResults, Stats
 from .runconfig import PipelineError, RunConfig, check_sections
 
@@ -240,10 +241,13 @@ def select(config: StudyConfig) -> dict:
             "scores": scores}
 
 
+def write_report(config: StudyConfig) -> Path:
+    """The study report (report.md, report.html, figures/) from what has finished; returns the path of report.md."""
+    return build_study_report(config, validation_scores(config))
+
+
 def run_study(config: StudyConfig, phases=PHASES, only: list[str] | None = None, progress: bool = True, say=print) -> dict:
     """Run (or resume) the phases; returns the selection (None before the test phase)."""
-    from .report.study import build_study_report
-
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "study.yaml", yaml.safe_dump(_as_yaml(config), sort_keys=False))
@@ -260,7 +264,7 @@ def run_study(config: StudyConfig, phases=PHASES, only: list[str] | None = None,
             if config.diagnostic:
                 say(f"=== study {out.name}: diagnostic (seen tasks) {i}/{len(todo)}: {r.name}")
                 run_pipeline(config.run_config(r, "diagnostic"), progress=progress, say=say)
-            build_study_report(config)
+            write_report(config)
     if "test" in phases:
         selection = select(config)
         write_atomic(out / "selection.json", json.dumps(selection, indent=2) + "\n")
@@ -271,8 +275,8 @@ def run_study(config: StudyConfig, phases=PHASES, only: list[str] | None = None,
         for i, r in enumerate(todo, 1):
             say(f"=== study {out.name}: test {i}/{len(todo)}: {r.name}")
             run_pipeline(config.run_config(r, "test"), progress=progress, say=say)
-            build_study_report(config)
-    path = build_study_report(config)
+            write_report(config)
+    path = write_report(config)
     say(f"study report: {path}")
     return selection
 
@@ -284,12 +288,12 @@ def _as_yaml(config: StudyConfig) -> dict:
 
 
 __all__ = ["Recipe", "StudyConfig", "StudyError", "expand_grid", "load_study_config", "run_study", "select",
-           "validation_scores"]
+           "validation_scores", "write_report"]
 
 
 def save_results(config: StudyConfig, dest: str | Path) -> Path:
-    """Copy the study directory to `dest` without NOT_RESULTS: states, configs, evaluation results and samples,
-    training logs, selection and reports (a few MB). `symtune study` with `--out` a copy of `dest` skips every
+    """Copy the study directory to `dest` without NOT_RESULTS: states, configs, evaluation results and samples
+    (as samples.jsonl.gz), training logs, selection and reports (a few MB). `symtune study` with `--out` a copy of `dest` skips every
     finished recipe; a stage still to run that reads a left-out output (a finalist's weights) redoes it."""
     src, dest = Path(config.out), Path(dest)
     if not (src / "study.yaml").is_file():
@@ -299,5 +303,7 @@ def save_results(config: StudyConfig, dest: str | Path) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*NOT_RESULTS))
+    for samples in sorted(tmp.rglob("samples.jsonl")):
+        gzip_in_place(samples)  # per-query samples compress ~10x; the report reads either form
     publish_dir(tmp, dest)
     return dest

@@ -144,8 +144,9 @@ def _curves(path: Path, runs: dict[str, Run]) -> Path | None:
     return save_png(fig, path)
 
 
-def build_study_report(config) -> Path:
-    """report.md, report.html and figures/ in the study directory; returns the path of report.md."""
+def build_study_report(config, scores: dict[str, dict]) -> Path:
+    """report.md, report.html and figures/ in the study directory; returns the path of report.md. `scores`: the
+    validation scores so far (`study.validation_scores`), shown until the selection records its own."""
     out = Path(config.out)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -206,9 +207,7 @@ def build_study_report(config) -> Path:
             blocks.append(("img", fig, f"{phase}: macro-average accuracy per setting, base and every recipe; dashes: chance."))
         if pending:
             blocks.append(("p", f"Pending (not finished): {', '.join(pending)}."))
-    from ..study import validation_scores
-
-    scores = selection["scores"] if selection else validation_scores(config)
+    scores = selection["scores"] if selection else scores
     if scores:
         rows = [[n, f"{v['score'] * 100:+.1f}", ", ".join(f"{k} {d * 100:+.1f}" for k, d in v["per_setting"].items()),
                  "★" if selection and n in selection["finalists"] else ""] for n, v in scores.items()]  # fmt: skip
