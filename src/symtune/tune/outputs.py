@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from ..figures import loss_figure
+
 log = logging.getLogger(__name__)
 
 
@@ -47,8 +49,6 @@ def _restore_for_inference(model) -> None:
 
 def plot_loss(log_history: list[dict], path: Path, title: str) -> bool:
     """Loss per step (and the evaluation hook's numbers, if any) as a PNG: the report's own loss figure."""
-    from ..report.figures import loss_figure
-
     return loss_figure(path, log_history, title) is not None
 
 
