@@ -81,3 +81,19 @@ def test_write_atomic_takes_bytes_and_figures_are_put_in_place_whole(tmp_path):
     path = save_png(fig, tmp_path / "figs" / "curve.png")
     assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     assert os.listdir(path.parent) == ["curve.png"]
+
+
+def test_gzip_in_place_is_deterministic_and_readable(tmp_path):
+    import gzip
+
+    from symtune.files import gzip_in_place, read_text_maybe_gz
+
+    a, b = tmp_path / "a" / "samples.jsonl", tmp_path / "b" / "samples.jsonl"
+    for p in (a, b):
+        p.parent.mkdir()
+        p.write_text('{"id": 1}\n{"id": 2}\n')
+    ga, gb = gzip_in_place(a), gzip_in_place(b)
+    assert ga.name == "samples.jsonl.gz" and not a.exists()
+    assert ga.read_bytes() == gb.read_bytes()  # no file name or time in the header
+    assert gzip.decompress(ga.read_bytes()) == b'{"id": 1}\n{"id": 2}\n'
+    assert read_text_maybe_gz(a) == '{"id": 1}\n{"id": 2}\n'

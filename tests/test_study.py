@@ -13,9 +13,9 @@ VAL = ["raft_overruling"]
 TEST = ["raft_twitter_complaints"]
 
 
-def _write(tmp_path, tiny_dir, data_dir, **extra) -> str:
+def _write(tmp_path, tiny_dir, task_data, **extra) -> str:
     raw = {
-        "out": str(tmp_path / "study"), "model": str(tiny_dir), "data_dir": str(data_dir),
+        "out": str(tmp_path / "study"), "model": str(tiny_dir), "data_dir": str(task_data),
         "mixture": {"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2, "tokenizer": None, "max_tokens": None},
         "tune": {"preset": "cpu-small", "max_steps": 2, "batch_size": 2, "save_steps": 1, "pack_length": 512,
                  "warmup_steps": 0, "eval_every": 1, "eval_tasks": VAL, "eval_settings": ["symbol"], "eval_limit": 2},
@@ -31,8 +31,8 @@ def _write(tmp_path, tiny_dir, data_dir, **extra) -> str:
     return str(path)
 
 
-def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_dir, data_dir, tmp_path):
-    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_dir, task_data, tmp_path):
+    config = load_study_config(_write(tmp_path, tiny_dir, task_data))
     assert [r.name for r in config.recipes] == ["a", "ctl", "learning_rate=0.001", "learning_rate=0.01"]
     lines = []
     selection = run_study(config, progress=False, say=lines.append)
@@ -77,8 +77,10 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert main(["study", str(tmp_path / "study.yaml"), "--save-results", str(tmp_path / "kept")]) == 0
     kept = tmp_path / "kept"
     assert not list(kept.rglob("*.safetensors")) and not list(kept.rglob("checkpoint-*"))
+    # per-query samples kept compressed; the report below is rebuilt from them, to the same tables
+    assert list(kept.rglob("samples.jsonl.gz")) and not list(kept.rglob("samples.jsonl"))
     assert sum(p.stat().st_size for p in kept.rglob("*") if p.is_file()) < sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 10
-    copy = load_study_config(_write(tmp_path, tiny_dir, data_dir, out=str(kept)))
+    copy = load_study_config(_write(tmp_path, tiny_dir, task_data, out=str(kept)))
     third = []
     assert run_study(copy, progress=False, say=third.append) == selection
     assert not [x for x in third if re.match(r"\[\d/5\] \w+ ", x) and "skipped" not in x]
@@ -88,13 +90,13 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     assert body((kept / "report.md").read_text()) == body(report)
 
 
-def test_controls_of_a_mixed_finalist(tiny_dir, data_dir, tmp_path):
+def test_controls_of_a_mixed_finalist(tiny_dir, task_data, tmp_path):
     """A finalist that keeps half its prompts natural: the random control keeps that half (only the symbol
     prompts get inconsistent labels); the natural control makes every prompt natural."""
     from symtune.mixture import MixtureConfig
     from symtune.study import Recipe
 
-    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+    config = load_study_config(_write(tmp_path, tiny_dir, task_data))
     mixed = Recipe("mixed", {"natural_fraction": 0.5}, {"learning_rate": 3e-5})
     rnd = config.control_on(Recipe("r", {"labels": "random"}, {}, True), mixed)
     nat = config.control_on(Recipe("n", {"labels": "natural"}, {}, True), mixed)
@@ -104,10 +106,10 @@ def test_controls_of_a_mixed_finalist(tiny_dir, data_dir, tmp_path):
         MixtureConfig(**config.run_config(control, "test").mixture)
 
 
-def test_named_finalists_are_tested_with_the_controls_without_screening(tiny_dir, data_dir, tmp_path, capsys):
+def test_named_finalists_are_tested_with_the_controls_without_screening(tiny_dir, task_data, tmp_path, capsys):
     """--finalists: a recipe chosen elsewhere (another model, an earlier study) is tested with its controls
     without a validation run, and the selection records it as named, not selected."""
-    path = _write(tmp_path, tiny_dir, data_dir)
+    path = _write(tmp_path, tiny_dir, task_data)
     assert main(["study", path, "--phase", "test", "--finalists", "zzz", "-q"]) == 2
     assert "finalists ['zzz'] are not recipes" in capsys.readouterr().err
     assert main(["study", path, "--phase", "test", "--finalists", "a", "-q"]) == 0
@@ -118,19 +120,19 @@ def test_named_finalists_are_tested_with_the_controls_without_screening(tiny_dir
     assert selection["finalists"] == ["a"] and "named" in selection["rule"] and selection["scores"] == {}
 
 
-def test_study_config_errors_name_the_field(tiny_dir, data_dir, tmp_path):
+def test_study_config_errors_name_the_field(tiny_dir, task_data, tmp_path):
     with pytest.raises(StudyError, match="unknown field"):
-        load_study_config(_write(tmp_path, tiny_dir, data_dir, epochs=3))
+        load_study_config(_write(tmp_path, tiny_dir, task_data, epochs=3))
     with pytest.raises(StudyError, match="grid axis 'lr'"):
-        load_study_config(_write(tmp_path, tiny_dir, data_dir, grid={"lr": [1]}))
+        load_study_config(_write(tmp_path, tiny_dir, task_data, grid={"lr": [1]}))
     with pytest.raises(StudyError, match="recipe .a.*max_per_taks .did you mean max_per_task"):
-        load_study_config(_write(tmp_path, tiny_dir, data_dir, recipes={"a": {"mixture": {"max_per_taks": 3}}}))
+        load_study_config(_write(tmp_path, tiny_dir, task_data, recipes={"a": {"mixture": {"max_per_taks": 3}}}))
     with pytest.raises(StudyError, match="finalists"):
-        load_study_config(_write(tmp_path, tiny_dir, data_dir, finalists=["zzz"]))
-    config = load_study_config(_write(tmp_path, tiny_dir, data_dir))
+        load_study_config(_write(tmp_path, tiny_dir, task_data, finalists=["zzz"]))
+    config = load_study_config(_write(tmp_path, tiny_dir, task_data))
     with pytest.raises(StudyError, match="validation not finished"):
         select(config)
-    rc = main(["study", _write(tmp_path, tiny_dir, data_dir, select={"metric": "f1"})])
+    rc = main(["study", _write(tmp_path, tiny_dir, task_data, select={"metric": "f1"})])
     assert rc == 2
 
 

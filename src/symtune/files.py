@@ -7,6 +7,7 @@ Every output symtune publishes goes through these two: a file through a temporar
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from pathlib import Path
@@ -70,3 +71,21 @@ def publish_dir(tmp: str | Path, dest: str | Path, replace: bool = True, durable
         raise
     shutil.rmtree(old, ignore_errors=True)
     return True
+
+
+def gzip_in_place(path: str | Path) -> Path:
+    """Replace `path` by `path.gz` (deterministic: no name or time in the header, so the same bytes give the same
+    file) and return the new path. Saved results keep their per-query samples this way at a fraction of the size."""
+    path = Path(path)
+    gz = path.with_name(path.name + ".gz")
+    write_atomic(gz, gzip.compress(path.read_bytes(), compresslevel=9, mtime=0))
+    path.unlink()
+    return gz
+
+
+def read_text_maybe_gz(path: str | Path) -> str:
+    """The text of `path`, or of `path.gz` when only the compressed copy exists."""
+    path = Path(path)
+    if path.is_file():
+        return path.read_text()
+    return gzip.decompress(path.with_name(path.name + ".gz").read_bytes()).decode("utf-8")

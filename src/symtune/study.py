@@ -37,7 +37,7 @@ from pathlib import Path
 import yaml
 
 from .configs import config_file, read_yaml_mapping
-from .files import publish_dir, write_atomic
+from .files import gzip_in_place, publish_dir, write_atomic
 from .pipeline import run_pipeline
 from .report.study import build_study_report
 from .results import EvalResults, Stats
@@ -292,8 +292,8 @@ __all__ = ["Recipe", "StudyConfig", "StudyError", "expand_grid", "load_study_con
 
 
 def save_results(config: StudyConfig, dest: str | Path) -> Path:
-    """Copy the study directory to `dest` without NOT_RESULTS: states, configs, evaluation results and samples,
-    training logs, selection and reports (a few MB). `symtune study` with `--out` a copy of `dest` skips every
+    """Copy the study directory to `dest` without NOT_RESULTS: states, configs, evaluation results and samples
+    (as samples.jsonl.gz), training logs, selection and reports (a few MB). `symtune study` with `--out` a copy of `dest` skips every
     finished recipe; a stage still to run that reads a left-out output (a finalist's weights) redoes it."""
     src, dest = Path(config.out), Path(dest)
     if not (src / "study.yaml").is_file():
@@ -303,5 +303,7 @@ def save_results(config: StudyConfig, dest: str | Path) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*NOT_RESULTS))
+    for samples in sorted(tmp.rglob("samples.jsonl")):
+        gzip_in_place(samples)  # per-query samples compress ~10x; the report reads either form
     publish_dir(tmp, dest)
     return dest

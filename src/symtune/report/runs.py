@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from ..files import read_text_maybe_gz
 from ..results import EvalResults, ResultsError
 
 STAGES = ("mixture", "tune", "eval_base", "eval_tuned")
@@ -81,9 +82,10 @@ def _read_json(path: Path, notes: list[str]) -> dict | None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """JSON lines; a torn last line (an interrupted writer) is dropped."""
+    """JSON lines (from `path`, or `path.gz` when only that exists); a torn last line (an interrupted writer) is
+    dropped."""
     out = []
-    for line in path.read_text().splitlines():
+    for line in read_text_maybe_gz(path).splitlines():
         try:
             out.append(json.loads(line))
         except ValueError:
@@ -102,7 +104,8 @@ def load_evaluation(path: Path, label: str, notes: list[str], stage: str) -> Eva
         return None
     if not results.complete:
         notes.append(f"{stage}: `{path}/results.json` is marked incomplete; its numbers are partial")
-    samples = read_jsonl(path / "samples.jsonl") if (path / "samples.jsonl").is_file() else None
+    has_samples = any((path / name).is_file() for name in ("samples.jsonl", "samples.jsonl.gz"))
+    samples = read_jsonl(path / "samples.jsonl") if has_samples else None
     if samples is None:
         notes.append(f"{stage}: no samples.jsonl in `{path}`, so deltas have no paired interval")
     return Evaluation(path, label, results, samples)
