@@ -1,4 +1,5 @@
-"""Shared fixtures: the local data directory, the real SmolLM2 tokenizer and a tiny random Llama on it."""
+"""Shared fixtures: the task data (synthetic, shipped; or the real local copy), the real SmolLM2 tokenizer and a
+tiny random Llama on it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -17,7 +19,15 @@ def _own_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def task_data() -> Path:
+    """A small synthetic data directory in the local-data format: every built-in task and a BIG-bench-format
+    sample (tests/fixtures/data, written by tests/fixtures/make_data.py). For tests that need some task data."""
+    return FIXTURE_DATA
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
+    """The real local data ($SYMTUNE_TEST_DATA, default ../shared/data), for tests about that data; skips without it."""
     d = Path(os.environ.get("SYMTUNE_TEST_DATA", REPO.parent / "shared" / "data"))
     if not d.is_dir():
         pytest.skip(f"test data not found at {d} (set SYMTUNE_TEST_DATA)")

@@ -51,6 +51,7 @@ def test_raft_hub_labels_agree_with_rows_whose_label_is_known(data_dir):
 
 
 def test_every_local_task_is_in_the_catalogue(data_dir):
+    """The real local copy agrees with the built-in specs (labels, inputs) and covers every role."""
     cat = load_catalogue(data_dir)
     local = {p.name for p in (data_dir / "tasks").iterdir() if (p / "task.json").exists()}
     assert local <= set(cat)
@@ -58,12 +59,28 @@ def test_every_local_task_is_in_the_catalogue(data_dir):
     assert len(select_tasks(cat, role="eval", data_dir=data_dir)) == 11
 
 
-def test_cli_tasks_lists_roles_and_availability(data_dir, capsys):
-    assert main(["tasks", "--data-dir", str(data_dir)]) == 0
+def test_cli_tasks_lists_roles_and_availability(task_data, capsys):
+    assert main(["tasks", "--data-dir", str(task_data)]) == 0
     out = capsys.readouterr().out
     assert "raft_overruling" in out and "38 tasks, 38 available locally" in out
     line = next(x for x in out.splitlines() if x.startswith("subj "))
     assert "eval*" in line and "yes" in line
+
+
+def test_fixture_data_is_what_make_data_writes(task_data, tmp_path):
+    """tests/fixtures/data is generated, synthetic text only: regenerating it gives the same bytes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_data", task_data.parent / "make_data.py")
+    make_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_data)
+    make_data.main(tmp_path / "data")
+
+    def tree(d):
+        return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+
+    assert tree(tmp_path / "data") == tree(task_data), "rerun tests/fixtures/make_data.py"
+    assert set(load_catalogue()) == {p.name for p in (task_data / "tasks").iterdir()}  # every built-in task
 
 
 def test_unknown_task_suggests_near_names():
