@@ -151,8 +151,13 @@ def test_headline_run_config_is_the_studys_selected_recipe_on_its_test_protocol(
     recipe = next(r for r in study.recipes if r.name == chosen[0])
     ran = study.run_config(recipe, "test")
     headline = load_run_config("headline")
-    assert (headline.model, headline.seed, headline.mixture) == (ran.model, ran.seed, ran.mixture)
-    assert headline.eval == ran.eval
+    # the two declared differences between the study as it ran and study.yaml now: the mixture kept rows that
+    # overlap evaluation tasks, and the test asked three settings
+    as_run_mixture = {**ran.mixture, "keep_contaminated": True}
+    as_run_eval = {**ran.eval, "settings": ["natural", "symbol", "flipped"]}
+    assert (headline.model, headline.seed, headline.mixture) == (ran.model, ran.seed, as_run_mixture)
+    assert headline.eval == as_run_eval
+    assert ran.eval["settings"] == ["natural+instr", "natural", "symbol+instr", "symbol", "flipped"]
     hook = {"eval_every", "eval_tasks", "eval_settings", "eval_limit", "eval_data_dir", "preset"}
 
     def tuning(section):
