@@ -78,6 +78,7 @@ def test_exact_13gram_and_12_words(data):
     assert (pairs["toy_pairs", "toy_eval"].exact, pairs["toy_pairs", "toy_eval"].ngram) == (1, 0)  # fields joined
     assert overlap.tuning == {"toy_pairs": 10, "toy_tune": 20, "toy_valid": 6}
     assert overlap.evaluation == {"toy_eval": {"train": 8, "test": 6}}
+    assert overlap.queries_hit == {"toy_eval": 1}  # the one query, met by both tuning tasks
 
 
 def test_pools_diagnostics_and_empty_inputs():

@@ -173,6 +173,7 @@ class Overlap:
 
     tuning: rows checked per tuning task (its train split). evaluation: rows per evaluation task and split.
     pairs: the (tuning, evaluation) pairs that overlap. flagged: each tuning task's overlapping rows, ascending.
+    queries_hit: per evaluation task with overlap, its queries that some tuning row overlaps (whichever task).
     pools: queries with a near-duplicate in the exemplar pool, per evaluation task. unchecked: tasks that could
     not be read, and why.
     """
@@ -181,6 +182,7 @@ class Overlap:
     evaluation: dict[str, dict[str, int]]
     pairs: list[PairOverlap]
     flagged: dict[str, list[int]]
+    queries_hit: dict[str, int] = field(default_factory=dict)
     pools: list[PoolOverlap] | None = None  # None: not checked
     unchecked: dict[str, str] = field(default_factory=dict)
 
@@ -194,6 +196,7 @@ class Overlap:
             "tuning": self.tuning,
             "evaluation": self.evaluation,
             "pairs": [p.to_dict() for p in self.pairs],
+            "queries_hit": self.queries_hit,
             "unchecked": self.unchecked,
         }
         if self.pools is not None:
@@ -218,6 +221,7 @@ def find_overlaps(tuning: Sequence[TaskRows], evaluation: Sequence[TaskRows], po
             for i, words in enumerate(task.splits[s]):
                 index.add(words, (e, s, i))
     pairs, flagged = [], {}
+    queries_hit: dict[int, set[int]] = {}
     for t in tuning:
         rows = t.splits.get(TUNE_SPLIT, [])
         exact = [0] * len(evaluation)
@@ -243,6 +247,7 @@ def find_overlaps(tuning: Sequence[TaskRows], evaluation: Sequence[TaskRows], po
         for e, task in enumerate(evaluation):
             if exact[e] or ngram[e]:
                 qs = _query_split(task, tuned)
+                queries_hit.setdefault(e, set()).update(hit[e].get(qs, ()))
                 pairs.append(PairOverlap(t.name, task.name, exact[e], ngram[e],
                                          {s: len(hit[e][s]) for s in task.splits if s in hit[e]}, qs,
                                          len(task.splits[qs]) if qs else 0))
@@ -251,6 +256,7 @@ def find_overlaps(tuning: Sequence[TaskRows], evaluation: Sequence[TaskRows], po
         evaluation=eval_splits,
         pairs=pairs,
         flagged=flagged,
+        queries_hit={evaluation[e].name: len(queries_hit[e]) for e in sorted(queries_hit)},
         pools=[p for task in evaluation if (p := _pool_overlap(task, tuned)) is not None] if pools else None,
     )
 
@@ -343,6 +349,13 @@ def format_overlap(overlap: Overlap, markdown: bool = False) -> str:
            f"({_n(n_eval)} rows): {len(overlap.pairs)} pairs overlap; "
            f"{_n(sum(map(len, overlap.flagged.values())))} tuning rows overlap at least one evaluation task. "
            f"exact: equal normalised input; {NGRAM}-gram: a shared run of {NGRAM} words, not equal."]
+    if overlap.queries_hit:
+        by_task = []
+        for name, n in overlap.queries_hit.items():
+            qs = next(p.query_split for p in overlap.pairs if p.evaluation == name)
+            by_task.append([name, qs, _share(n, overlap.evaluation[name][qs])])
+        out += ["", "Queries that some tuning row overlaps, per evaluation task:", "",
+                table(["evaluation task", "query split", "queries hit"], by_task)]
     if overlap.pools:
         pools = [[p.task, p.query_split, _n(p.n_queries), _n(p.exact), _n(p.ngram),
                   _share(p.exact + p.ngram, p.n_queries)] for p in overlap.pools]
