@@ -24,8 +24,8 @@ def test_eval_model_file_that_is_not_gguf(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
-def test_eval_server_not_reachable_names_the_real_flag(tmp_path, capsys, data_dir):
-    msg = _error(capsys, ["eval", "--server", "http://127.0.0.1:9", "--model", "foo", "--data-dir", str(data_dir),
+def test_eval_server_not_reachable_names_the_real_flag(tmp_path, capsys, task_data):
+    msg = _error(capsys, ["eval", "--server", "http://127.0.0.1:9", "--model", "foo", "--data-dir", str(task_data),
                           "--limit", "1", "--out", str(tmp_path / "e")])  # fmt: skip
     assert "127.0.0.1:9" in msg and "--server" in msg and "--server-url" not in msg
 

@@ -21,18 +21,18 @@ from symtune.tasks import TaskError, load_catalogue, spec_from_dict
 
 
 @pytest.fixture(scope="module")
-def catalogue(data_dir):
-    return load_catalogue(data_dir)
+def catalogue(task_data):
+    return load_catalogue(task_data)
 
 
 @pytest.fixture(scope="module")
-def stance(catalogue, data_dir):
-    return prepare_task(catalogue["tweet_eval_stance_hillary"], data_dir)
+def stance(catalogue, task_data):
+    return prepare_task(catalogue["tweet_eval_stance_hillary"], task_data)
 
 
 @pytest.fixture(scope="module")
-def raft(catalogue, data_dir):
-    return prepare_task(catalogue["raft_overruling"], data_dir)
+def raft(catalogue, task_data):
+    return prepare_task(catalogue["raft_overruling"], task_data)
 
 
 def test_eval_queries_from_test_exemplars_from_train(stance):
@@ -66,11 +66,11 @@ def test_draws_independent_of_limit_and_order(stance):
     assert forward != [render(stance, draw_episode(stance, q, seed=2)) for q in full[:10]]
 
 
-def test_draws_independent_of_pythonhashseed(data_dir):
+def test_draws_independent_of_pythonhashseed(task_data):
     code = (
         "import hashlib,sys;from symtune.tasks import load_catalogue;from symtune.episodes import *;"
         "from symtune.symbols import SymbolPool;"
-        f"t=prepare_task(load_catalogue({str(data_dir)!r})['rte'],{str(data_dir)!r},purpose='tune');"
+        f"t=prepare_task(load_catalogue({str(task_data)!r})['rte'],{str(task_data)!r},purpose='tune');"
         "h=hashlib.sha256();"
         "[h.update(render(t,draw_episode(t,q,seed=0,setting='symbol',k=(2,10),pool=SymbolPool(),fmt='random'))[0].encode()) for q in query_order(t,0,50)];"
         "print(h.hexdigest())"
@@ -111,8 +111,8 @@ def test_flipped_needs_binary(stance):
         draw_episode(stance, 0, seed=0, setting="flipped")
 
 
-def test_tuning_k_range_and_formats(catalogue, data_dir):
-    task = prepare_task(catalogue["sst2"], data_dir, purpose="tune")
+def test_tuning_k_range_and_formats(catalogue, task_data):
+    task = prepare_task(catalogue["sst2"], task_data, purpose="tune")
     ks, fmts = Counter(), Counter()
     for q in query_order(task, 0, 300):
         ep = draw_episode(task, q, seed=0, setting="symbol", k=(2, 10), pool=SymbolPool(), fmt="random")
@@ -135,8 +135,8 @@ def test_budget_drops_evenly_and_never_cuts_the_query(stance, smollm2_tokenizer)
         fit_budget(stance, ep, measure, 20)
 
 
-def test_piece_measure_tracks_exact_length(catalogue, data_dir, smollm2_tokenizer):
-    task = prepare_task(catalogue["mnli"], data_dir, purpose="tune")
+def test_piece_measure_tracks_exact_length(catalogue, task_data, smollm2_tokenizer):
+    task = prepare_task(catalogue["mnli"], task_data, purpose="tune")
     measure = PieceMeasure(smollm2_tokenizer, task)
     exact = exact_measure(task, lambda s: len(smollm2_tokenizer(s, add_special_tokens=False)["input_ids"]))
     for q in query_order(task, 0, 30):

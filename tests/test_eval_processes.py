@@ -24,8 +24,8 @@ def _port() -> str:
         return str(s.getsockname()[1])
 
 
-def _cmd(tiny_dir, data_dir, out, processes: int, limit: int = 30) -> list[str]:
-    args = ["eval", "--model", str(tiny_dir), "--suite", "icl", "--data-dir", str(data_dir), "--tasks", "sst2", "trec",
+def _cmd(tiny_dir, task_data, out, processes: int, limit: int = 30) -> list[str]:
+    args = ["eval", "--model", str(tiny_dir), "--suite", "icl", "--data-dir", str(task_data), "--tasks", "sst2", "trec",
             "--settings", "symbol", "flipped", "--limit", str(limit), "--trials", "2", "--max-new-tokens", "3",
             "--out", str(out), "-q"]
     if processes == 1:
@@ -43,10 +43,10 @@ def _results(out):
     return res, samples
 
 
-def test_two_processes_give_the_results_of_one(tiny_dir, data_dir, tmp_path):
+def test_two_processes_give_the_results_of_one(tiny_dir, task_data, tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     for out, n in ((one, 1), (two, 2)):
-        r = subprocess.run(_cmd(tiny_dir, data_dir, out, n), env=ENV, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(_cmd(tiny_dir, task_data, out, n), env=ENV, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
     (res1, s1), (res2, s2) = _results(one), _results(two)
     assert s1 == s2  # every sample, log-probabilities and greedy answers included, byte for byte
@@ -55,9 +55,9 @@ def test_two_processes_give_the_results_of_one(tiny_dir, data_dir, tmp_path):
     assert sorted(p.name for p in two.glob("cache*.jsonl")) == ["cache.rank0.jsonl", "cache.rank1.jsonl"]
 
 
-def test_killed_two_process_run_resumes(tiny_dir, data_dir, tmp_path):
+def test_killed_two_process_run_resumes(tiny_dir, task_data, tmp_path):
     out, ref = tmp_path / "killed", tmp_path / "ref"
-    proc = subprocess.Popen(_cmd(tiny_dir, data_dir, out, 2, limit=100), env=ENV, stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(_cmd(tiny_dir, task_data, out, 2, limit=100), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     files = [out / "cache.rank0.jsonl", out / "cache.rank1.jsonl"]
     deadline = time.time() + 300
@@ -67,16 +67,16 @@ def test_killed_two_process_run_resumes(tiny_dir, data_dir, tmp_path):
     proc.wait()
     assert not (out / "results.json").exists()  # killed mid-run
     done = sum(f.read_text().count("\n") for f in files)
-    r = subprocess.run(_cmd(tiny_dir, data_dir, out, 1, limit=100), env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(_cmd(tiny_dir, task_data, out, 1, limit=100), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     res, samples = _results(out)
     assert res["complete"] and res["timing"]["resumed_from_cache"] >= done > 0
-    r = subprocess.run(_cmd(tiny_dir, data_dir, ref, 1, limit=100), env=ENV, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(_cmd(tiny_dir, task_data, ref, 1, limit=100), env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert samples == _results(ref)[1]
 
 
-def test_run_evaluation_stages_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
+def test_run_evaluation_stages_under_accelerate_launch(tiny_dir, task_data, tmp_path, monkeypatch):
     """eval.launch hands both evaluation stages to `accelerate launch` (2 CPU processes); the process count is
     not in the stage keys, and the numbers are those of a one-process run."""
     from symtune.pipeline import run_pipeline
@@ -86,7 +86,7 @@ def test_run_evaluation_stages_under_accelerate_launch(tiny_dir, data_dir, tmp_p
         monkeypatch.setenv(k, v)
 
     def config(out, **eval_kw):
-        return RunConfig(out=str(out), model=str(tiny_dir), data_dir=str(data_dir),
+        return RunConfig(out=str(out), model=str(tiny_dir), data_dir=str(task_data),
                          mixture={"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2,
                                   "tokenizer": None, "max_tokens": None},
                          tune={"preset": "cpu-small", "max_steps": 1, "batch_size": 2, "pack_length": 512,

@@ -9,7 +9,7 @@ from symtune.scoring import HFBackend
 
 
 @pytest.mark.slow
-def test_lm_eval_runs_an_exported_task_and_agrees(tiny_model, data_dir, tmp_path):
+def test_lm_eval_runs_an_exported_task_and_agrees(tiny_model, task_data, tmp_path):
     """lm-evaluation-harness loads the exported YAML + data and scores the same prompts: its per-candidate
     log-likelihoods and accuracy equal symtune's."""
     lm_eval = pytest.importorskip("lm_eval")
@@ -18,7 +18,7 @@ def test_lm_eval_runs_an_exported_task_and_agrees(tiny_model, data_dir, tmp_path
 
     model, tok = tiny_model
     backend = HFBackend(model, tok, batch_size=4, identity={"model": "tiny"})
-    config = EvalConfig(suite="icl", tasks=["raft_overruling"], settings=["natural"], data_dir=str(data_dir), limit=6)
+    config = EvalConfig(suite="icl", tasks=["raft_overruling"], settings=["natural"], data_dir=str(task_data), limit=6)
     items, _ = plan_icl(config, backend)
     names = export_lm_eval(items, tmp_path / "lm")
     assert names == ["symtune_raft_overruling_natural", "symtune_raft_overruling_natural_gen"]

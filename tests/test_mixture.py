@@ -16,20 +16,20 @@ def _tree_hash(d: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def small(data_dir, tmp_path_factory):
+def small(task_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("mix") / "m"
-    config = MixtureConfig(data_dir=str(data_dir), tasks=TASKS, max_per_task=40, seed=7)
+    config = MixtureConfig(data_dir=str(task_data), tasks=TASKS, max_per_task=40, seed=7)
     manifest = build_mixture(config, out, progress=False)
     return out, manifest, config
 
 
-def test_records_are_symbol_prompts_without_instructions(small, data_dir):
+def test_records_are_symbol_prompts_without_instructions(small, task_data):
     out, manifest, _ = small
     records = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == manifest["total"] == 160 and manifest["counts"] == dict.fromkeys(TASKS, 40)
     from symtune.tasks import load_catalogue
 
-    cat = load_catalogue(data_dir)
+    cat = load_catalogue(task_data)
     assert all(manifest["tasks"][t]["spec_sha256"] == cat[t].content_sha256 for t in TASKS)  # what the spec said
     tune_pool = SymbolPool("tune").all()
     for r in records:
@@ -47,7 +47,7 @@ def test_rebuild_is_byte_identical(small, tmp_path):
     assert _tree_hash(out) == _tree_hash(tmp_path / "again")
 
 
-def test_other_seed_differs_and_cap_is_a_prefix(small, tmp_path, data_dir):
+def test_other_seed_differs_and_cap_is_a_prefix(small, tmp_path, task_data):
     out, _, config = small
     b = build_mixture(MixtureConfig(**{**config.__dict__, "seed": 8}), tmp_path / "s8", progress=False)
     assert b["sha256"] != json.loads((out / "manifest.json").read_text())["sha256"]
@@ -79,32 +79,33 @@ def test_load_mixture_checks_manifest_and_hash(small, tmp_path):
         load_mixture(bad)
 
 
-def test_instruction_data_mixed_at_ratio(data_dir, tmp_path):
+def test_instruction_data_mixed_at_ratio(task_data, tmp_path):
     instr = tmp_path / "alpaca.jsonl"
     instr.write_text("".join(json.dumps({"instruction": f"Say {i}.", "input": "", "output": str(i)}) + "\n" for i in range(100)))
-    config = MixtureConfig(data_dir=str(data_dir), tasks=["rte"], max_per_task=20, instruction_data=str(instr), symbol_fraction=0.25, tokenizer=None)
+    config = MixtureConfig(data_dir=str(task_data), tasks=["rte"], max_per_task=20, instruction_data=str(instr), symbol_fraction=0.25, tokenizer=None)
     m = build_mixture(config, tmp_path / "mixed", progress=False)
     assert m["counts"] == {"rte": 20, "instruction": 60}
 
 
-def test_budget_skips_are_counted(data_dir, tmp_path):
-    config = MixtureConfig(data_dir=str(data_dir), tasks=["rte"], max_per_task=30, max_tokens=300)
+def test_budget_skips_are_counted(task_data, tmp_path):
+    # the fixture's rte premises vary in length: at 180 tokens about half the prompts fit with 1 exemplar per class
+    config = MixtureConfig(data_dir=str(task_data), tasks=["rte"], max_per_task=30, max_tokens=180)
     m = build_mixture(config, tmp_path / "tight", progress=False)
     info = m["tasks"]["rte"]
     assert info["count"] + info["skipped"]["over token budget with 1 exemplar per class"] == 30
     assert info["count"] > 0
 
 
-def test_cli_bad_input_is_a_clear_error_and_leaves_nothing(data_dir, tmp_path, capsys):
+def test_cli_bad_input_is_a_clear_error_and_leaves_nothing(task_data, tmp_path, capsys):
     out = tmp_path / "never"
-    assert main(["mixture", "--data-dir", str(data_dir), "--tasks", "rtee", "--out", str(out)]) == 2
+    assert main(["mixture", "--data-dir", str(task_data), "--tasks", "rtee", "--out", str(out)]) == 2
     assert "did you mean rte" in capsys.readouterr().err
-    assert main(["mixture", "--data-dir", str(data_dir), "--tasks", "rte", "--k-min", "5", "--k-max", "2", "--out", str(out)]) == 2
+    assert main(["mixture", "--data-dir", str(task_data), "--tasks", "rte", "--k-min", "5", "--k-max", "2", "--out", str(out)]) == 2
     assert "k_min" in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob(".never*"))
 
 
-def test_interrupted_write_leaves_no_output(data_dir, tmp_path, monkeypatch):
+def test_interrupted_write_leaves_no_output(task_data, tmp_path, monkeypatch):
     import symtune.mixture as mx
 
     def boom(*a, **k):
@@ -112,12 +113,12 @@ def test_interrupted_write_leaves_no_output(data_dir, tmp_path, monkeypatch):
 
     monkeypatch.setattr(mx, "package_versions", boom)
     with pytest.raises(OSError):
-        build_mixture(MixtureConfig(data_dir=str(data_dir), tasks=["rte"], max_per_task=5, tokenizer=None), tmp_path / "x", progress=False)
+        build_mixture(MixtureConfig(data_dir=str(task_data), tasks=["rte"], max_per_task=5, tokenizer=None), tmp_path / "x", progress=False)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_cli_mixture_prints_counts(data_dir, tmp_path, capsys):
-    assert main(["mixture", "--data-dir", str(data_dir), "--tasks", "wnli", "cb", "--max-per-task", "5", "--tokenizer", "none", "-q", "--out", str(tmp_path / "m")]) == 0
+def test_cli_mixture_prints_counts(task_data, tmp_path, capsys):
+    assert main(["mixture", "--data-dir", str(task_data), "--tasks", "wnli", "cb", "--max-per-task", "5", "--tokenizer", "none", "-q", "--out", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     assert "10 records" in out and "wnli" in out
 
@@ -126,13 +127,13 @@ def _records(out: Path) -> list[dict]:
     return [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
 
 
-def test_controls_and_natural_mix(small, data_dir, tmp_path):
+def test_controls_and_natural_mix(small, task_data, tmp_path):
     """The paper's controls share the symbol mixture's queries and exemplars; only the labels differ."""
     from symtune.tasks import load_catalogue
 
-    cat = load_catalogue(data_dir)
+    cat = load_catalogue(task_data)
     sym = {(r["task"], r["index"]): r for r in _records(small[0])}
-    common = dict(data_dir=str(data_dir), tasks=TASKS, max_per_task=40, seed=7)
+    common = dict(data_dir=str(task_data), tasks=TASKS, max_per_task=40, seed=7)
 
     build_mixture(MixtureConfig(**common, labels="natural"), tmp_path / "nat", progress=False)
     nat = _records(tmp_path / "nat")
@@ -177,12 +178,12 @@ def test_controls_and_natural_mix(small, data_dir, tmp_path):
     assert kept < (len(mix) - len(natural)) // 5
 
 
-def test_exclude_tasks_and_bad_label_mode(data_dir, tmp_path):
-    config = MixtureConfig(data_dir=str(data_dir), exclude_tasks=["sst5", "mpqa"], max_per_task=1, tokenizer=None)
+def test_exclude_tasks_and_bad_label_mode(task_data, tmp_path):
+    config = MixtureConfig(data_dir=str(task_data), exclude_tasks=["sst5", "mpqa"], max_per_task=1, tokenizer=None)
     manifest = build_mixture(config, tmp_path / "m", progress=False)
     assert "sst5" not in manifest["counts"] and "mpqa" not in manifest["counts"] and "sst2" in manifest["counts"]
     with pytest.raises(MixtureError, match="sst55"):
-        build_mixture(MixtureConfig(data_dir=str(data_dir), exclude_tasks=["sst55"], tokenizer=None), tmp_path / "x", progress=False)
+        build_mixture(MixtureConfig(data_dir=str(task_data), exclude_tasks=["sst55"], tokenizer=None), tmp_path / "x", progress=False)
     with pytest.raises(MixtureError, match="labels='symbols'"):
         MixtureConfig(labels="symbols")
     with pytest.raises(MixtureError, match="natural_fraction"):

@@ -6,18 +6,18 @@ from symtune.pipeline import run_pipeline
 from symtune.runconfig import PipelineError, RunConfig
 
 
-def _config(tiny_dir, data_dir, out, **eval_kw):
+def _config(tiny_dir, task_data, out, **eval_kw):
     return RunConfig(
-        out=str(out), model=str(tiny_dir), data_dir=str(data_dir),
+        out=str(out), model=str(tiny_dir), data_dir=str(task_data),
         mixture={"tasks": ["rte", "sst2"], "max_per_task": 4, "k_min": 1, "k_max": 2, "tokenizer": None, "max_tokens": None},
         tune={"preset": "cpu-small", "max_steps": 2, "batch_size": 2, "save_steps": 1, "pack_length": 512, "warmup_steps": 0},
         eval={"suite": "icl", "tasks": ["raft_overruling"], "settings": ["natural", "flipped"], "limit": 2, "max_new_tokens": 2, **eval_kw},
     )  # fmt: skip
 
 
-def test_run_end_to_end_then_rerun_does_nothing(tiny_dir, data_dir, tmp_path):
+def test_run_end_to_end_then_rerun_does_nothing(tiny_dir, task_data, tmp_path):
     lines = []
-    state = run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lines.append)
+    state = run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), progress=False, say=lines.append)
     assert [s["status"] for s in state["stages"].values()] == ["done"] * 5
     base = json.loads((tmp_path / "run" / state["stages"]["eval_base"]["dir"] / "results.json").read_text())
     tuned = json.loads((tmp_path / "run" / state["stages"]["eval_tuned"]["dir"] / "results.json").read_text())
@@ -26,20 +26,20 @@ def test_run_end_to_end_then_rerun_does_nothing(tiny_dir, data_dir, tmp_path):
     assert (tmp_path / "run" / "report.md").exists() and (tmp_path / "run" / "report.html").exists()
 
     again = []
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=again.append)
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), progress=False, say=again.append)
     assert sum("skipped" in x for x in again) == 5
 
     # a changed evaluation config redoes the evaluations and the report, not the mixture or the tuning
     third = []
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run", k=2), progress=False, say=third.append)
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run", k=2), progress=False, say=third.append)
     skipped = [x.split("]")[1].split(":")[0].strip() for x in third if "skipped" in x]
     assert skipped == ["mixture", "tune"]
 
 
-def test_a_finished_stage_whose_output_is_gone_is_redone_only_when_read(tiny_dir, data_dir, tmp_path):
+def test_a_finished_stage_whose_output_is_gone_is_redone_only_when_read(tiny_dir, task_data, tmp_path):
     import shutil
 
-    state = run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lambda s: None)
+    state = run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), progress=False, say=lambda s: None)
     tune_dir = tmp_path / "run" / state["stages"]["tune"]["dir"]
     weights = sorted(p.name for p in tune_dir.glob("*.safetensors"))
     assert weights
@@ -47,27 +47,27 @@ def test_a_finished_stage_whose_output_is_gone_is_redone_only_when_read(tiny_dir
         p.unlink()
     shutil.rmtree(tune_dir / "checkpoints", ignore_errors=True)
     again = []
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=again.append)
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), progress=False, say=again.append)
     assert sum("skipped" in x for x in again) == 5 and any("tune: done earlier" in x and "output is gone" in x for x in again)
     assert not any(tune_dir.glob("*.safetensors"))
 
     # an evaluation to run reads the tuned model: the tuning is redone (the mixture, still there, is not)
     third = []
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run", k=2), progress=False, say=third.append)
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run", k=2), progress=False, say=third.append)
     skipped = [x.split("]")[1].split(":")[0].strip() for x in third if "skipped" in x]
     assert skipped == ["mixture"] and sorted(p.name for p in tune_dir.glob("*.safetensors")) == weights
 
 
-def test_from_stage_redoes_it(tiny_dir, data_dir, tmp_path):
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), progress=False, say=lambda s: None)
+def test_from_stage_redoes_it(tiny_dir, task_data, tmp_path):
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), progress=False, say=lambda s: None)
     lines = []
-    run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), from_stage="eval_tuned", progress=False, say=lines.append)
+    run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), from_stage="eval_tuned", progress=False, say=lines.append)
     assert sum("skipped" in x for x in lines) == 3
     with pytest.raises(PipelineError, match="unknown stage"):
-        run_pipeline(_config(tiny_dir, data_dir, tmp_path / "run"), from_stage="deploy")
+        run_pipeline(_config(tiny_dir, task_data, tmp_path / "run"), from_stage="deploy")
 
 
-def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, data_dir, tmp_path):
+def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, task_data, tmp_path):
     import os
     import signal
     import subprocess
@@ -79,7 +79,7 @@ def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, data_d
 
     from symtune.tune.trainer import last_checkpoint
 
-    config = _config(tiny_dir, data_dir, tmp_path / "run")
+    config = _config(tiny_dir, task_data, tmp_path / "run")
     config.tune.update(max_steps=40, save_steps=2, time_limit_minutes=None)
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(asdict(config)))
@@ -114,12 +114,12 @@ def test_killed_mid_tune_then_rerun_resumes_from_the_checkpoint(tiny_dir, data_d
     assert any(x.startswith("[3/5] eval_base") and "min left" in x for x in lines)
 
 
-def test_stages_follow_the_data_content_not_its_path(tiny_dir, data_dir, tmp_path):
+def test_stages_follow_the_data_content_not_its_path(tiny_dir, task_data, tmp_path):
     import shutil
 
     first = tmp_path / "data1"
     for task in ("rte", "sst2", "raft_overruling"):
-        shutil.copytree(data_dir / "tasks" / task, first / "tasks" / task)
+        shutil.copytree(task_data / "tasks" / task, first / "tasks" / task)
     run_pipeline(_config(tiny_dir, first, tmp_path / "run"), progress=False, say=lambda s: None)
 
     moved = first.rename(tmp_path / "data2")  # the same data elsewhere: nothing to redo
@@ -147,7 +147,7 @@ def test_an_edited_task_spec_changes_the_stage_keys(tmp_path, monkeypatch):
     assert specs_fingerprint(None) != first
 
 
-def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkeypatch):
+def test_tune_stage_under_accelerate_launch(tiny_dir, task_data, tmp_path, monkeypatch):
     """tune.launch hands the tuning stage to `accelerate launch` (here 2 CPU processes); the process count is
     not part of the stage key, since per-step results do not depend on it."""
     import socket
@@ -158,7 +158,7 @@ def test_tune_stage_under_accelerate_launch(tiny_dir, data_dir, tmp_path, monkey
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     accel = "cpu_ddp"  # a shipped config, by name
-    config = _config(tiny_dir, data_dir, tmp_path / "run")
+    config = _config(tiny_dir, task_data, tmp_path / "run")
     lines = []
     config.tune.update(micro_batch_size=1, launch=["--config_file", str(accel), "--main_process_port", port])
     state = run_pipeline(config, progress=False, say=lines.append)

@@ -1,6 +1,7 @@
 """Algorithmic suite: BIG-bench loading, exemplar/query separation, determinism, scoring, tables.
 
-BIG-bench examples are read from the data directory, never written here (they carry a canary string).
+The tests read a synthetic sample in BIG-bench's layout (tests/fixtures/data/bigbench_sample); real BIG-bench
+examples are read from the local data only, never written here (they carry a canary string).
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ LISTS = ("list_functions",)
 
 
 @pytest.fixture(scope="module")
-def bb(data_dir):
-    return find_bigbench_dir(data_dir)
+def bb(task_data):
+    return find_bigbench_dir(task_data)
 
 
 def _read(path):
@@ -43,8 +44,8 @@ def _read(path):
 # ---- loading
 
 
-def test_find_bigbench_dir(data_dir, bb, tmp_path):
-    assert bb == data_dir / "bigbench_sample"
+def test_find_bigbench_dir(task_data, bb, tmp_path):
+    assert bb == task_data / "bigbench_sample"
     assert find_bigbench_dir(bb) == bb
     assert find_bigbench_dir(tmp_path) is None
     assert find_bigbench_dir(None) is None
@@ -52,14 +53,14 @@ def test_find_bigbench_dir(data_dir, bb, tmp_path):
 
 def test_load_list_functions_sample(bb):
     subs = load_bigbench("list_functions", bb)
-    assert [s.name for s in subs] == [f"c{i:03d}" for i in range(1, 11)]
+    assert [s.name for s in subs] == [f"c{i:03d}" for i in range(1, 6)]
     for s in subs:
         raw = _read(bb / "list_functions" / s.name / "task.json")
         assert s.examples == raw["examples"] and len(s.examples) == 32
         assert s.task_prefix == raw["task_prefix"].strip() and s.task_prefix
         assert s.rule and s.rule in raw["description"] and '"' not in s.rule
-    assert subs[0].rule == "remove all but element 3"
-    # c001-c010 all keep a part of the list ("remove all but ...", "the first 2 elements", "elements 2 through ...")
+    assert subs[0].rule == "keep only element 2"
+    # c001-c005 all keep a part of the list ("keep only ...", "the first 3 elements", "elements 2 through ...")
     assert {categorize(s.rule) for s in subs} == {"removing"}
 
 
@@ -69,8 +70,17 @@ def test_load_simp_turing_concept_sample(bb):
     assert sub.name == "witness_set" and sub.examples == raw["examples"]
     for ex in sub.examples:
         program, stated = parse_comment(ex["comment"])
-        assert program_length(program) == stated  # our count agrees with BIG-bench's on every concept
+        assert program_length(program) == stated  # a loop's [ and ] count one each (">[o>]" has 5)
         assert ex["input"].rstrip().endswith("Output:")
+
+
+def test_program_length_agrees_with_bigbench(data_dir):
+    """Our program length is BIG-bench's own count (the comment's second field) on every concept of the real sample."""
+    (sub,) = load_bigbench("simp_turing_concept", find_bigbench_dir(data_dir))
+    assert len(sub.examples) >= 50
+    for ex in sub.examples:
+        program, stated = parse_comment(ex["comment"])
+        assert program_length(program) == stated, ex["comment"]
 
 
 def test_load_task_with_top_level_examples_and_errors(tmp_path):
@@ -356,12 +366,12 @@ def _evaluate_algorithmic(backend, data_dir, out, *, seed=0, limit=None, **opts)
     return samples, results.algorithmic
 
 
-def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, data_dir, tmp_path):
+def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, task_data, tmp_path):
     from symtune.runner import CHUNK
 
-    plan = build_algorithmic_requests(data_dir, seed=0, limit=2)
+    plan = build_algorithmic_requests(task_data, seed=0, limit=2)
     backend = EchoTargets({r.prompt: r.target for r in plan.requests})
-    samples, tables = _evaluate_algorithmic(backend, data_dir, tmp_path / "e", limit=2)
+    samples, tables = _evaluate_algorithmic(backend, task_data, tmp_path / "e", limit=2)
     assert [s["id"] for s in samples] == [r.id for r in plan.requests] and all(s["exact"] for s in samples)
     assert all(n <= CHUNK and stop == ["\n"] for n, _, stop in backend.calls)
     budgets = token_budgets(plan.requests, backend.count_tokens)
@@ -370,7 +380,7 @@ def test_the_runner_answers_every_request_in_order_within_its_token_budget(bb, d
     # every target fits its generation budget (a character is at least one byte-level token)
     assert all(r.max_new_tokens >= len(r.target) + 1 for r in plan.requests)
     calls = len(backend.calls)  # a second run reads every answer from the cache
-    _evaluate_algorithmic(backend, data_dir, tmp_path / "e", limit=2)
+    _evaluate_algorithmic(backend, task_data, tmp_path / "e", limit=2)
     assert len(backend.calls) == calls
 
 
@@ -384,15 +394,15 @@ def test_token_budgets(bb):
         assert b == min(r.max_new_tokens, len(r.longest_target.split()) + 2) and len(r.target) <= len(r.longest_target)
 
 
-def test_evaluate_on_tiny_model(data_dir, tiny_model, tmp_path):
+def test_evaluate_on_tiny_model(task_data, tiny_model, tmp_path):
     from symtune.scoring import HFBackend
 
     model, tok = tiny_model
     samples, tables = _evaluate_algorithmic(
-        HFBackend(model, tok, batch_size=16), data_dir, tmp_path / "e", limit=1, generated_per_family=1,
+        HFBackend(model, tok, batch_size=16), task_data, tmp_path / "e", limit=1, generated_per_family=1,
         families=["take", "reverse", "sum"], concept_families=["flip", "reverse"], settings=["natural"],
     )  # fmt: skip
-    assert len(samples) == 10 + 1 + 3 + 2
+    assert len(samples) == 5 + 1 + 3 + 2  # one query of each list subtask, the concept set, each family
     assert all(isinstance(s["generation"], str) and "\n" not in s["generation"] for s in samples)
     assert set(tables.parts) == {"list_functions", "simp_turing_concept", "gen_list", "gen_concept"}
     assert tables.config["seed"] == 0 and tables.config["families"] == ["take", "reverse", "sum"]
@@ -400,11 +410,11 @@ def test_evaluate_on_tiny_model(data_dir, tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_default_model_answers_in_list_form(data_dir, tmp_path):
+def test_default_model_answers_in_list_form(task_data, tmp_path):
     """SmolLM2-135M after 4 shots answers with a list most of the time (malformed answers stay rare)."""
     from symtune.scoring import hf_backend
 
-    samples, tables = _evaluate_algorithmic(hf_backend("smollm2-135m"), data_dir, tmp_path / "e", limit=2, parts=LISTS,
+    samples, tables = _evaluate_algorithmic(hf_backend("smollm2-135m"), task_data, tmp_path / "e", limit=4, parts=LISTS,
                                             settings=["natural"])
     overall = tables.parts["list_functions"]["natural"].overall
-    assert overall.n == 20 and overall.malformed <= 4
+    assert overall.n == 20 and overall.malformed <= 4  # 5 subtasks x 4 queries
