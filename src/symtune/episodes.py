@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from .formats import DEFAULT_EVAL_FORMAT, FORMATS, get_format, render_input, render_prompt
+from .formats import DEFAULT_EVAL_FORMAT, FORMATS, ChatTemplate, get_format, render_input, render_prompt
 from .symbols import SymbolPool
 from .tasks import TaskError, TaskSpec, available_splits, load_rows
 
@@ -289,9 +289,12 @@ def draw_shared_episodes(
     return [Episode(name, q, tuple(chosen), *dress, setting) for q in queries]
 
 
-def render(task: TaskData, ep: Episode) -> tuple[str, str]:
-    """(prompt, completion): the completion is " " + the query's label surface."""
+def render(task: TaskData, ep: Episode, chat: ChatTemplate | None = None) -> tuple[str, str]:
+    """(prompt, completion): the completion is " " + the query's label surface; in a chat template, the
+    prompt ends with the assistant's turn opened and the completion is the label surface alone."""
     exemplars = [(task.exemplar_inputs[i], ep.mapping[task.exemplars[i]["label"]]) for i in ep.exemplars]
+    if chat is not None:
+        return chat.render(FORMATS[ep.format], exemplars, task.query_inputs[ep.query], ep.instruction), ep.gold(task)
     prompt = render_prompt(FORMATS[ep.format], exemplars, task.query_inputs[ep.query], ep.instruction)
     return prompt, " " + ep.gold(task)
 
@@ -326,11 +329,12 @@ def fit_budget(task: TaskData, ep: Episode, measure: Callable[[Episode], int], b
     return ep
 
 
-def exact_measure(task: TaskData, count_tokens: Callable[[str], int]) -> Callable[[Episode], int]:
+def exact_measure(task: TaskData, count_tokens: Callable[[str], int],
+                  chat: ChatTemplate | None = None) -> Callable[[Episode], int]:
     """measure(ep) = tokens of the rendered prompt and completion."""
 
     def measure(ep: Episode) -> int:
-        prompt, completion = render(task, ep)
+        prompt, completion = render(task, ep, chat)
         return count_tokens(prompt + completion)
 
     return measure

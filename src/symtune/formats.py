@@ -4,6 +4,11 @@ A prompt is: [instruction "\\n\\n"] exemplar "\\n\\n" exemplar ... "\\n\\n" quer
 format's input part, its joiner, and its output prefix followed by " " and the label; the query stops
 right after the output prefix, so the completion is " " + label (leading space included, which is how
 the label is tokenised after the prompt).
+
+A chat prompt (`ChatTemplate`, opt-in) is the same episode as a conversation in the model's own chat template,
+as lm-evaluation-harness's `--apply_chat_template --fewshot_as_multiturn` sends it: each exemplar a user turn
+(its input in the format, up to the output prefix) and an assistant turn (its label), the query a last user
+turn, then the template's generation prompt; the completion is the label alone.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ FORMATS: dict[str, Format] = {
 }
 DEFAULT_EVAL_FORMAT = "input_output"
 EXEMPLAR_SEPARATOR = "\n\n"
+PROMPT_FORMATS = ("plain", "chat")  # plain: the paper's text prompts; chat: the model's chat template
 
 
 class FormatError(ValueError):
@@ -85,3 +91,48 @@ def render_prompt(
     parts.append(fmt.query(query))
     body = EXEMPLAR_SEPARATOR.join(parts)
     return f"{instruction}{EXEMPLAR_SEPARATOR}{body}" if instruction else body
+
+
+def chat_messages(
+    fmt: Format,
+    exemplars: Sequence[tuple[str, str]],
+    query: str,
+    instruction: str | None = None,
+) -> list[dict[str, str]]:
+    """The episode as turns: a user turn (the input, up to the output prefix) and an assistant turn (the label)
+    per exemplar, the query a last user turn; the instruction opens the first user turn."""
+    turns = []
+    for x, y in exemplars:
+        turns += [{"role": "user", "content": fmt.query(x)}, {"role": "assistant", "content": y}]
+    turns.append({"role": "user", "content": fmt.query(query)})
+    if instruction:
+        turns[0]["content"] = f"{instruction}{EXEMPLAR_SEPARATOR}{turns[0]['content']}"
+    return turns
+
+
+class ChatTemplate:
+    """A tokenizer's chat template, rendering episodes as conversations that end with the assistant's turn
+    opened. `end_of_turn`: what closes an assistant turn (greedy answers stop there as well as at a newline)."""
+
+    def __init__(self, tokenizer, model: str):
+        if not getattr(tokenizer, "chat_template", None):
+            raise FormatError(f"model {model!r} has no chat template (its tokenizer defines none); "
+                              "use --prompt-format plain")
+        self.tokenizer = tokenizer
+        # The backend puts the tokenizer's own start-of-text token (if it adds one) before every prompt: a
+        # template that writes it as text too would double it.
+        bos = tokenizer.bos_token
+        adds_bos = bos is not None and tokenizer("a").input_ids[:1] == [tokenizer.bos_token_id]
+        self._drop = bos if adds_bos else ""
+        reply = "symtune-reply"
+        closed = self._apply([{"role": "user", "content": "x"}, {"role": "assistant", "content": reply}], False)
+        self.end_of_turn = closed.rsplit(reply, 1)[-1].strip() or tokenizer.eos_token
+
+    def _apply(self, turns: list[dict[str, str]], generation_prompt: bool) -> str:
+        text = self.tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=generation_prompt)
+        return text[len(self._drop):] if self._drop and text.startswith(self._drop) else text
+
+    def render(self, fmt: Format, exemplars: Sequence[tuple[str, str]], query: str,
+               instruction: str | None = None) -> str:
+        """The prompt text; the completion is the label, with no leading space."""
+        return self._apply(chat_messages(fmt, exemplars, query, instruction), True)

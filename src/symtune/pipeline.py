@@ -64,7 +64,7 @@ def specs_fingerprint(data_dir: str | None) -> str:
 
 # Evaluation options added after stages were first keyed enter the key only when set away from their
 # default, so that stages made before they existed stay valid.
-KEY_NEUTRAL = ("exemplars", "symbols")
+KEY_NEUTRAL = ("exemplars", "symbols", "prompt_format")
 
 
 def _key(*parts) -> str:

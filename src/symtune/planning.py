@@ -27,7 +27,7 @@ from .episodes import (
     render,
 )
 from .flags import option
-from .formats import DEFAULT_EVAL_FORMAT, get_format
+from .formats import DEFAULT_EVAL_FORMAT, PROMPT_FORMATS, ChatTemplate, get_format
 from .models import resolve_dtype
 from .results import TaskReport
 from .symbols import SymbolPool
@@ -53,7 +53,8 @@ class EvalConfig:
     or "algorithmic". tasks/settings narrow it. max_queries: per task (the paper: 100); limit: a smaller
     prefix of the same seeded query order. k: exemplars per class. trials: independent exemplar draws.
     max_tokens: prompt budget (default: the model's context, at most 2048); generate: also score greedy
-    generation. out: the output directory (results.json, samples.jsonl, cache.jsonl).
+    generation. prompt_format: plain (the paper's text prompts) or chat (the model's chat template, exemplars
+    as turns). out: the output directory (results.json, samples.jsonl, cache.jsonl).
     """
 
     model: str = option("smollm2-135m", "alias (smollm2-135m, gemma3-270m), hub id, local dir or .gguf file")
@@ -83,6 +84,9 @@ class EvalConfig:
                                      "tune (a diagnostic: does a tuned model read mappings made of the symbols it was "
                                      "tuned on?)", choices=SYMBOL_POOLS)
     fmt: str = option(DEFAULT_EVAL_FORMAT, "input-label format", flag="format")
+    prompt_format: str = option("plain", "plain: the paper's text prompts; chat: the episode as a conversation in "
+                                         "the model's chat template (exemplars as user/assistant turns)",
+                                choices=PROMPT_FORMATS)
     max_tokens: int | None = option(None, "prompt budget (default: the model's context, at most 2048)")
     generate: bool = option(True, "also score greedy generation (--no-generate: rank classification only)")
     max_new_tokens: int = option(8, "greedy tokens generated per query")
@@ -99,6 +103,8 @@ class EvalConfig:
         for s in self.settings:
             get_setting(s)
         get_format(self.fmt)
+        if self.prompt_format not in PROMPT_FORMATS:
+            raise EvalError(f"unknown prompt format {self.prompt_format!r}; choose plain (the default) or chat")
         for name, v, lo in (("k", self.k, 1), ("trials", self.trials, 1), ("max_queries", self.max_queries, 1), ("batch_size", self.batch_size, 1)):
             if v < lo:
                 raise EvalError(f"{name} must be >= {lo}, got {v}")
@@ -154,15 +160,24 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
                         info.skipped["over the model's context"] = info.skipped.get("over the model's context", 0) + 1
                         continue
                     info.trimmed += fitted is not ep
-                    prompt, completion = render(task, fitted)
+                    prompt, completion = render(task, fitted, chat)
                     labels = [fitted.mapping[x] for x in spec.labels]
                     items.append({
                         "id": f"{spec.name}/{setting}/{trial}/{q}", "task": spec.name, "setting": setting, "trial": trial,
-                        "query": q, "prompt": prompt, "labels": labels, "gold": completion[1:],
-                        "n_exemplars": len(fitted.exemplars),
+                        "query": q, "prompt": prompt, "labels": labels, "gold": completion[len(lead):],
+                        "candidates": [lead + x for x in labels], "stop": stop, "n_exemplars": len(fitted.exemplars),
                     })  # fmt: skip
         report[spec.name] = info
     return items, report
+
+
+def chat_template(config: EvalConfig, backend) -> ChatTemplate:
+    """The model's chat template, from the backend's tokenizer (a server backend has none here)."""
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None:
+        raise EvalError(f"--prompt-format chat needs the tokenizer of {config.model!r} (its chat template) and the "
+                        f"{type(backend).__name__} backend has none; use --prompt-format plain")
+    return ChatTemplate(tokenizer, config.model)
 
 
 def plan_evaluation(config: EvalConfig, backend):

@@ -15,6 +15,7 @@ from .cache import ResultCache, cache_key
 # processes each takes every n-th chunk. A chunk is scored the same way whichever process scores it, so the
 # numbers do not depend on the number of processes.
 CHUNK = 32
+STOP = ["\n"]  # where greedy answers stop, unless an item says (a chat prompt also stops at the end of turn)
 
 
 @dataclass
@@ -44,9 +45,9 @@ def processes() -> Processes:
 def cache_key_of(backend, kind: str, item: dict, max_new_tokens: int) -> str:
     parts = {"model": backend.identity, "kind": kind, "prompt": item["prompt"]}
     if kind == "rank":
-        parts["candidates"] = [" " + x for x in item["labels"]]
+        parts["candidates"] = item["candidates"]
     else:
-        parts.update(max_new_tokens=max_new_tokens, stop=["\n"])
+        parts.update(max_new_tokens=max_new_tokens, stop=item.get("stop", STOP))
     return cache_key(**parts)
 
 
@@ -61,12 +62,13 @@ def run_cached(items, backend, cache: ResultCache, kinds: tuple[str, ...], max_n
         todo = [i for i in chunk if any(keys[k][i] not in cache for k in kinds)]
         if todo:
             prompts = [items[i]["prompt"] for i in todo]
+            stop = items[todo[0]].get("stop", STOP)  # one evaluation, one prompt format: its items stop alike
             if kinds == ("gen",):
-                got = {"gen": backend.generate(prompts, max_new_tokens, ["\n"])}
+                got = {"gen": backend.generate(prompts, max_new_tokens, stop)}
             else:
-                requests = [(p, [" " + x for x in items[i]["labels"]]) for p, i in zip(prompts, todo)]
+                requests = [(p, items[i]["candidates"]) for p, i in zip(prompts, todo)]
                 if "gen" in kinds:
-                    scores, gens = backend.score_and_generate(requests, max_new_tokens, ["\n"])
+                    scores, gens = backend.score_and_generate(requests, max_new_tokens, stop)
                     got = {"rank": scores, "gen": gens}
                 else:
                     got = {"rank": backend.loglikelihoods(requests)}

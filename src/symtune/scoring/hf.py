@@ -102,6 +102,16 @@ class HFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
+    def _stop_ids(self, stop: list[str]) -> set[int]:
+        """The stop strings that are one special token (a chat template's end of turn): decoded answers never
+        show those, so generation stops at their id."""
+        out = set()
+        for s in stop:
+            ids = self.tokenizer(s, add_special_tokens=False).input_ids
+            if len(ids) == 1 and not self.tokenizer.decode(ids, skip_special_tokens=True):
+                out.add(ids[0])
+        return out
+
     def _check_room(self, n_prompt: int, max_new: int) -> None:
         if n_prompt + max_new > self.max_length:
             raise PromptTooLongError(f"prompt of {n_prompt} tokens + {max_new} new tokens exceeds the model's "
@@ -377,7 +387,7 @@ class HFBackend:
     def _greedy(self, known: list[int], placed, cache, b: int, s: int, max_new: int, stop: list[str]) -> str:
         """The greedy answer, from the tokens the forward already showed to be greedy; decoding further from
         the prompt's own slice of the row's key/value cache only when those run out before a stop."""
-        eos = self.tokenizer.eos_token_id
+        ends = {self.tokenizer.eos_token_id} | self._stop_ids(stop)
         ids: list[int] = []
         kv = None
         for step in range(max_new):
@@ -395,7 +405,7 @@ class HFBackend:
                     fed = ids[-1:]
                 h = self._decoder()(input_ids=self._t([fed]), use_cache=True, **{self._cache_kw: kv}).last_hidden_state
                 t = int(self._head(h[0, -1:])[0].argmax())
-            if t == eos:
+            if t in ends:
                 break
             ids.append(t)
             if step == max_new - 1 or any(x in self.tokenizer.decode(ids, skip_special_tokens=True) for x in stop):
@@ -418,6 +428,7 @@ class HFBackend:
 
         torch = self.torch
         stop = [s for s in stop or [] if s]
+        stop_ids = self._stop_ids(stop)
         enc = [self.encode(p) or [self._empty_prompt_id()] for p in prompts]
         for e in enc:
             self._check_room(len(e), max_new_tokens)
@@ -430,6 +441,8 @@ class HFBackend:
             ids = self._t([[self.pad_id] * (n - len(enc[i])) + enc[i] for i in idx])
             mask = self._t([[0] * (n - len(enc[i])) + [1] * len(enc[i]) for i in idx])
             kw = {"stopping_criteria": StoppingCriteriaList([_StopOnText(self.tokenizer, n, stop)])} if stop else {}
+            if stop_ids:
+                kw["eos_token_id"] = sorted(stop_ids | set(_ids(self.model.generation_config.eos_token_id)))
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                           do_sample=False, temperature=None, top_p=None, top_k=None,
@@ -451,6 +464,11 @@ def _env(name: str, value: str):
             os.environ.pop(name, None)
         else:
             os.environ[name] = before
+
+
+def _ids(token_ids) -> list[int]:
+    """A generation config's eos_token_id (None, one id or a list) as a list."""
+    return [] if token_ids is None else [token_ids] if isinstance(token_ids, int) else list(token_ids)
 
 
 def _batches(rows, batch_tokens: int) -> list[list]:
