@@ -27,7 +27,7 @@ MIB = 1 << 20
 CALL_LIMIT = 64 * MIB
 # Missing from the GPU image or below symtune's floors there (KINDS.md: transformers 5.17, huggingface_hub 1.33),
 # and what they need that the image lacks; the versions are those the test suite runs on.
-WHEELS = ("transformers", "trl", "datasets", "gguf", "huggingface_hub", "kernels", "dill", "multiprocess", "httpx2",
+WHEELS = ("transformers", "trl", "datasets", "gguf", "peft", "huggingface_hub", "kernels", "dill", "multiprocess", "httpx2",
           "httpcore2", "truststore", "tomlkit")
 PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
