@@ -77,3 +77,23 @@ def test_stages_done_earlier_time_the_rest():
     eta.finish("tune", 120.0)
     eta.finish("eval_base", 30.0)
     assert eta.remaining() == (pytest.approx(30.0), False)
+
+
+def test_evaluation_size_counts_a_shared_prefix_once(task_data, smollm2_tokenizer):
+    """With shared exemplars most of every prompt is the same prefix, which the engine forwards once: the run's
+    estimate must not count it per query (it once said 88 minutes for a 5-minute evaluation)."""
+    from symtune.evaluate import EvalConfig
+    from symtune.planning import TokenCounter, plan_evaluation, plan_tokens
+
+    counter = TokenCounter(smollm2_tokenizer)
+    kw = {"data_dir": str(task_data), "suite": "icl", "tasks": ["subj"], "settings": ["symbol"], "limit": 6}
+    shared, per_query = EvalConfig(exemplars="shared", **kw), EvalConfig(**kw)
+    prompts = [it["prompt"] for it in plan_evaluation(shared, counter)[0]]
+    ids = [counter.token_ids(p) for p in prompts]
+    assert len(prompts) >= 3
+    size = plan_tokens(shared, counter)
+    # the trie of the prompts: every token once per distinct prefix, so at most the sum and much less here
+    distinct = len({tuple(x[: n + 1]) for x in ids for n in range(len(x))})
+    assert size == distinct < 0.5 * sum(map(len, ids))
+    per_query_ids = [counter.token_ids(it["prompt"]) for it in plan_evaluation(per_query, counter)[0]]
+    assert plan_tokens(per_query, counter) == len({tuple(x[: n + 1]) for x in per_query_ids for n in range(len(x))})

@@ -120,23 +120,29 @@ class TokenCounter:
         self.identity = {"tokenizer": getattr(tokenizer, "name_or_path", "")}
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text).input_ids)
+        return len(self.token_ids(text))
+
+    def token_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text).input_ids
 
 
 def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
-    """Every (trial, task, setting, query) item with its prompt and candidates, and a report per task
-    (data identity, skips, exemplar trims)."""
+    """Every (trial, task, setting, query) item with its prompt, labels, candidates (each label as it follows the
+    prompt), stop strings and gold, and a report per task (data identity, skips, exemplar trims)."""
     catalogue = load_catalogue(config.data_dir)
     specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "eval", data_dir=config.data_dir)
     if not specs:
         raise EvalError(f"no evaluation tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
     pool = SymbolPool(config.symbols)
+    chat = chat_template(config, backend) if config.prompt_format == "chat" else None
+    lead = "" if chat else " "  # how a label follows the prompt: after a space, or as the assistant's reply
+    stop = ["\n", chat.end_of_turn] if chat else ["\n"]
     budget = min(config.max_tokens or 2048, backend.max_length) - config.max_new_tokens
     n_queries = min(config.limit or config.max_queries, config.max_queries)
     items, report = [], {}
     for spec in specs:
         task = prepare_task(spec, config.data_dir, purpose="eval")
-        measure = exact_measure(task, backend.count_tokens)
+        measure = exact_measure(task, backend.count_tokens, chat)
         info = TaskReport(labels=len(spec.labels), query_split=task.query_split, exemplar_split=task.exemplar_split,
                           sources=task.sources, sha256=task.sha256, skipped=dict(task.skipped),
                           spec_sha256=spec.content_sha256)  # fmt: skip
@@ -193,8 +199,15 @@ def plan_evaluation(config: EvalConfig, backend):
     return items, report, algo
 
 
-def plan_tokens(config: EvalConfig, backend) -> int:
-    """The prompt tokens an evaluation processes: its size for `symtune run`'s time estimate."""
-    items, _, algo = plan_evaluation(config, backend)
+def plan_tokens(config: EvalConfig, counter: TokenCounter) -> int:
+    """The prompt tokens an evaluation forwards: its size for `symtune run`'s time estimate. The scoring engine
+    forwards a prefix that several prompts begin with once (with shared exemplars, most of every prompt), so
+    each distinct prefix counts once: the number of nodes of the prompts' token trie."""
+    items, _, algo = plan_evaluation(config, counter)
     prompts = [it["prompt"] for it in items] + [r.prompt for r in (algo.requests if algo else [])]
-    return sum(backend.count_tokens(p) for p in prompts)
+    trie: dict[tuple[int, int], int] = {}
+    for p in prompts:
+        node = 0
+        for token in counter.token_ids(p):
+            node = trie.setdefault((node, token), len(trie) + 1)
+    return len(trie)
