@@ -67,7 +67,7 @@ class StudyArgs:
 
 def smoke_overrides(a: StudyArgs) -> StudyArgs:
     """Tiny sizes that run on a CPU in seconds (the test's, and `--smoke`)."""
-    a.queries, a.trials, a.max_per_task, a.eval_procs = min(a.queries, 4), 1, 6, min(a.eval_procs, 1)
+    a.queries, a.trials, a.max_per_task, a.eval_procs = min(a.queries, 4), 1, 6, min(a.eval_procs, 2)
     a.tasks = a.tasks or ["rte", "sst2"]
     a.mixture_tasks = a.mixture_tasks or ["ag_news", "trec"]
     if a.budgets == list(DECLARED_BUDGETS):
