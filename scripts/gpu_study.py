@@ -183,6 +183,33 @@ class Unit:
     skipped: str | None = None
 
 
+def targets(models: dict, versus: dict, metric: str = METRICS[0]) -> dict:
+    """The declared targets (docs/study/gpu/README.md), judged at the largest evaluated symbol budget on the
+    primary metric: None where a number is missing."""
+    sym = [k for k, v in models.items() if v.get("recipe") == "symbol" and "delta_vs_base" in v]
+    if not sym:
+        return {}
+    top = max(sym, key=lambda k: models[k]["tokens"])
+
+    def d(setting: str) -> dict | None:
+        return (models[top]["delta_vs_base"].get(setting) or {}).get(metric)
+
+    def at_least(setting: str, points: float, above_zero: bool) -> bool | None:
+        x = d(setting)
+        if x is None:
+            return None
+        return x["delta"] * 100 >= points and (not above_zero or x["ci95"][0] > 0)
+
+    beats = [(v.get(st) or {}).get(metric) for v in versus.values() for st in ("symbol", "flipped")]
+    return {"model": top, "tokens": models[top]["tokens"], "metric": metric,
+            "symbol >= +5, interval above 0": at_least("symbol", 5, True),
+            "flipped >= +10, interval above 0": at_least("flipped", 10, True),
+            "natural+instr >= -3": at_least("natural+instr", -3, False),
+            "natural >= -3": at_least("natural", -3, False),
+            "symbol-tuned above both controls on symbol and flipped (same tokens)":
+                None if len(beats) < 4 or None in beats else all(b["delta"] > 0 for b in beats)}
+
+
 class Study:
     def __init__(self, a: StudyArgs):
         self.a = a
@@ -519,6 +546,7 @@ class Study:
             "declared": "docs/study/gpu/README.md", "primary_metric": METRICS[0], "gpu": _gpu_name(),
             "measured": {k: self.state.get(k) for k in ("mixtures_s", "pilot", "warmup")}, "plan": plan,
             "control_tokens": lc, "models": models, "symbol_vs_controls": versus,
+            "targets": targets(models, versus),
             "not_evaluated": sorted({f"{u.model}: {u.skipped}" for u in self.units if u.skipped}),
         }
         write_atomic(self.out / "summary.json", json.dumps(summary, indent=1, default=float))

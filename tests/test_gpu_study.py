@@ -56,6 +56,9 @@ def test_driver_writes_results_at_each_budget_and_resumes(gpu_study, tiny_dir, t
             d = m["delta_vs_base"]["symbol"]["gen_acc"]
             assert {"delta", "ci95", "se", "mde80", "ci95_tasks"} <= set(d) and d["pairs"] > 0
     assert len(summary["symbol_vs_controls"]) == 2
+    top = max((k for k, m in models.items() if m["recipe"] == "symbol"), key=lambda k: models[k]["tokens"])
+    assert summary["targets"]["model"] == top and summary["targets"]["metric"] == "gen_acc"
+    assert all(isinstance(v, bool) for k, v in summary["targets"].items() if k not in ("model", "tokens", "metric"))
     rows = _samples(out / "samples-symbol.jsonl.gz")
     assert {r["model"] for r in rows} == {k for k, m in models.items() if m["recipe"] == "symbol"}
     assert len(_samples(out / "samples-base.jsonl.gz")) == len(rows) // 2
