@@ -6,7 +6,7 @@ import yaml
 
 from symtune.cli import main
 from symtune.report.runs import pair_run
-from symtune.report.sections import delta_cell, icl_deltas
+from symtune.report.sections import delta_cell, icl_deltas, power_cell
 from symtune.study import StudyError, load_study_config, run_study, select
 
 VAL = ["raft_overruling"]
@@ -56,6 +56,7 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
     report = (out / "report.md").read_text()
     assert "Validation suite" in report and "Test suite" in report and "★" in report and "curves.png" in report
     assert "Seen tasks" in report and "diagnostic.png" in report
+    assert report.count("What each Δ could see") >= 2 and "| MDE " in report  # power beside every Δ (one task: no tasks interval)
     assert "Pending" not in report  # controls run on the test suite only: never pending on validation
     for n in ["a", "learning_rate=0.001", "learning_rate=0.01"]:
         assert n in report
@@ -65,7 +66,8 @@ def test_study_shares_stages_selects_on_validation_and_tests_the_selection(tiny_
              for r in (best, "ctl")}
     pair = icl_deltas(pair_run(stage["ctl"], stage[best]))
     for metric in ("gen_acc", "acc"):
-        row = f"| {best} − ctl | " + " | ".join(delta_cell(pair[(s, metric)]) for s in ("symbol", "flipped")) + " |"
+        row = f"| {best} − ctl | " + " | ".join(f"{delta_cell(pair[(s, metric)])}; {power_cell(pair[(s, metric)])}"
+                                              for s in ("symbol", "flipped")) + " |"
         assert row in report
 
     again = []

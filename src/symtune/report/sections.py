@@ -60,6 +60,17 @@ def changed_answers(base_rows: list[dict], tuned_rows: list[dict]) -> float | No
     return sum(b != t for b, t in pairs) / len(pairs) if pairs else None
 
 
+def power_cell(d: dict | None) -> str:
+    """What a paired Δ could see: "MDE 9.3; tasks + queries [-5.5, +12.3]" (the second part with several tasks)."""
+    if not d or d.get("mde80") is None:
+        return "-"
+    text = f"MDE {mde_cell(d)}"
+    if d.get("ci95_tasks") is not None:
+        lo, hi = d["ci95_tasks"]
+        text += f"; tasks + queries [{signed(lo)}, {signed(hi)}]"
+    return text
+
+
 def arrow(b: float | None, t: float | None, paired: bool) -> str:
     return f"{pct(b)} → {pct(t)}" if paired else pct(b if b is not None else t)
 

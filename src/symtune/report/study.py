@@ -24,6 +24,7 @@ from .sections import (
     icl_deltas,
     icl_summary,
     interval,
+    power_cell,
     settings_of,
     value,
     with_ci,
@@ -73,6 +74,7 @@ def _recipe_table(config, runs: dict[str, Run], metric: str, selection: dict | N
     first = next(iter(done.values()))
     head = ["recipe", "overrides", "tuning tokens"] + [f"{s}: Δ [95% CI]" for s in settings]
     rows = [["base model", "-", "-"] + [f"{with_ci(icl_summary(first.base, s), metric)} (absolute)" for s in settings]]
+    power = []
     for r in config.recipes:
         run = done.get(r.name)
         if run is None:
@@ -80,7 +82,11 @@ def _recipe_table(config, runs: dict[str, Run], metric: str, selection: dict | N
         deltas = icl_deltas(run)
         name = r.name + (" (control)" if r.control else "") + (" ★" if selection and r.name in selection["finalists"] else "")
         rows.append([name, _overrides(r), _tokens(run)] + [delta_cell(deltas.get((s, metric))) for s in settings])
-    return [("h", 3, f"{SHORT[metric].capitalize()}, tuned minus base (points)"), ("table", head, rows)]
+        power.append([name] + [power_cell(deltas.get((s, metric))) for s in settings])
+    return [("h", 3, f"{SHORT[metric].capitalize()}, tuned minus base (points)"), ("table", head, rows),
+            ("p", "What each Δ could see: its minimum detectable effect at 80% power (queries resampled, points) and "
+                  "its interval with the tasks resampled too."),
+            ("table", ["recipe"] + settings, power)]  # fmt: skip
 
 
 def _against_controls(config, runs: dict[str, Run], selection: dict | None) -> list[tuple]:
@@ -99,8 +105,10 @@ def _against_controls(config, runs: dict[str, Run], selection: dict | None) -> l
                     "points with a paired bootstrap 95% interval. Symbol tuning should beat both controls in the "
                     "settings without usable labels (symbol, flipped).")]  # fmt: skip
     for m in METRIC_TITLES:
-        rows = [[r.name] + [delta_cell(deltas[r.name].get((s, m))) for s in settings] for r in pairs]
-        blocks += [("p", f"**{SHORT[m].capitalize()}**"), ("table", ["finalist − control"] + [f"{s}: Δ [95% CI]" for s in settings], rows)]
+        rows = [[r.name] + [f"{delta_cell(deltas[r.name].get((s, m)))}; {power_cell(deltas[r.name].get((s, m)))}"
+                            for s in settings] for r in pairs]  # fmt: skip
+        blocks += [("p", f"**{SHORT[m].capitalize()}**"),
+                   ("table", ["finalist − control"] + [f"{s}: Δ [95% CI]; MDE; tasks + queries" for s in settings], rows)]
     return blocks
 
 
