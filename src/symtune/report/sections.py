@@ -43,12 +43,18 @@ def mde_cell(d: dict | None, kind: str = "") -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _tasks_interval(d: dict | None) -> str | None:
+    """Δ's interval with the tasks resampled as well as the queries, "[-8.1, +12.0]"; None with one task."""
+    if not d or d.get("ci95_tasks") is None:
+        return None
+    lo, hi = d["ci95_tasks"]
+    return f"[{signed(lo)}, {signed(hi)}]"
+
+
 def tasks_cell(d: dict | None) -> str:
     """Δ's interval with tasks resampled as well as queries, and its MDE: "[-8.1, +12.0], MDE 9.4"."""
-    if not d or d.get("ci95_tasks") is None:
-        return "-"
-    lo, hi = d["ci95_tasks"]
-    return f"[{signed(lo)}, {signed(hi)}], MDE {mde_cell(d, '_tasks')}"
+    interval = _tasks_interval(d)
+    return "-" if interval is None else f"{interval}, MDE {mde_cell(d, '_tasks')}"
 
 
 def changed_answers(base_rows: list[dict], tuned_rows: list[dict]) -> float | None:
@@ -64,11 +70,8 @@ def power_cell(d: dict | None) -> str:
     """What a paired Δ could see: "MDE 9.3; tasks + queries [-5.5, +12.3]" (the second part with several tasks)."""
     if not d or d.get("mde80") is None:
         return "-"
-    text = f"MDE {mde_cell(d)}"
-    if d.get("ci95_tasks") is not None:
-        lo, hi = d["ci95_tasks"]
-        text += f"; tasks + queries [{signed(lo)}, {signed(hi)}]"
-    return text
+    interval = _tasks_interval(d)
+    return f"MDE {mde_cell(d)}" + ("" if interval is None else f"; tasks + queries {interval}")
 
 
 def arrow(b: float | None, t: float | None, paired: bool) -> str:
