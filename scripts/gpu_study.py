@@ -8,7 +8,7 @@ A GPU-time budget in, results out, whatever happens in between:
 
 1. three mixtures from the same queries (`symtune.mixture.build_mixture`): the paper's recipe (symbol prompts, no
    instructions), control natural (`labels: natural`), control inconsistent (`labels: random`); decontaminated;
-2. an evaluation pilot (the base model at 1 and then 2 queries per task: seconds = overhead + items / rate) and a
+2. an evaluation pilot (the base model at 1, 2 and 4 queries per task; the last two fit seconds = overhead + items / rate) and a
    tuning warm-up (a few steps of the symbol recipe: tokens per second and per step, load and save times);
 3. a plan: the largest symbol budget L (controls at `control_share` x L) whose tuning, plus the evaluations
    that must follow it, fits in the budget; checkpoints at the declared budgets below L and at L;
@@ -38,7 +38,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-RECIPES = {"symbol": "symbol", "natural": "natural", "random": "random"}  # recipe -> MixtureConfig.labels
+RECIPES = ("symbol", "natural", "random")  # each recipe is named by its MixtureConfig.labels
 DECLARED_BUDGETS = (300_000, 1_000_000, 3_000_000, 10_000_000, 20_000_000)
 METRICS = ("gen_acc", "acc")  # gen_acc first: the declared primary metric
 RESULT_FILES = 8
@@ -178,7 +178,6 @@ class Unit:
     task: str
     priority: int
     mandatory: bool
-    ready: bool = False
     done: bool = False
     skipped: str | None = None
 
@@ -253,7 +252,7 @@ class Study:
         if not todo:
             self.log("mixtures: done earlier, skipped")
             return
-        futures = {r: self.pool.submit(build_mixture, mixture_config(self.a, RECIPES[r]), str(d), overwrite=True,
+        futures = {r: self.pool.submit(build_mixture, mixture_config(self.a, r), str(d), overwrite=True,
                                        progress=False) for r, d in todo.items()}  # fmt: skip
         for r, f in futures.items():
             f.result()
@@ -273,7 +272,7 @@ class Study:
         return self.work / "evals" / model.replace("@", "-") / task
 
     def pilot(self, tasks: list[str]) -> None:
-        """Base model at 1, then 2 queries per task (the second reuses the first's cache): overhead and rate."""
+        """Base model at 1, 2 and 4 queries per task (each reuses the one before's cache); the last two fit overhead and rate."""
         if "pilot" in self.state:
             return
         points, done = [], 0
@@ -302,6 +301,7 @@ class Study:
         """A few tuning steps of the symbol recipe: tokens/s, tokens/step, tune() overhead, checkpoint save time."""
         if "warmup" in self.state:
             return
+        from symtune.report.runs import read_jsonl
         from symtune.tune import tune
 
         opts = tune_options(self.a)
@@ -314,7 +314,7 @@ class Study:
                        max_steps=steps, max_examples=records, callbacks=[save])
         wall = time.time() - t
         res = summary["results"]
-        entries = [json.loads(x) for x in (d / "train_log.jsonl").read_text().splitlines() if x.strip()]
+        entries = read_jsonl(d / "train_log.jsonl")
         steady = [e["tokens_per_s"] for e in entries if "tokens_per_s" in e and e["step"] > 1]
         tps = statistics.median(steady) if steady else res["tokens_per_s"]
         tok_s = self._tokenize_seconds_per_record()
@@ -432,7 +432,7 @@ class Study:
         if finished or (self.inflight and time.time() - self.last_write > 60):
             self.write_results("running")
         est = self.unit_estimate()
-        waiting = sorted((u for u in self.units if u.ready and not u.done and u.skipped is None and u not in
+        waiting = sorted((u for u in self.units if not u.done and u.skipped is None and u not in
                           self.inflight.values()), key=lambda u: u.priority)  # fmt: skip
         for u in waiting:
             if len(self.inflight) >= max(self.a.eval_procs, 1):
@@ -450,7 +450,7 @@ class Study:
     # -- tuning --
     def tune_recipe(self, recipe: str, steps: list[int], tasks: list[str], order: int, plan: dict) -> None:
         from symtune.tune import tune
-        from symtune.tune.trainer import COMPLETE_MARKER
+        from symtune.tune.trainer import COMPLETE_MARKER, token_counts_at
 
         d = self.work / "tune" / recipe
         ckpt = d / "checkpoints"
@@ -458,7 +458,7 @@ class Study:
         lc_step = max(1, round(Lc / self.state["warmup"]["tokens_per_step"]))
 
         def register(step: int, path: Path, last: bool) -> None:
-            tokens = json.loads((path / COMPLETE_MARKER).read_text())["tokens"]
+            tokens = token_counts_at(path)[0]
             key = f"{recipe}@{step}"
             if any(u.model == key for u in self.units):
                 return
@@ -466,9 +466,6 @@ class Study:
             mandatory = top or (recipe == "symbol" and step == lc_step)
             priority = (1 if recipe == "symbol" else 2) if top else 3 if mandatory else 10 + order * 100 - step / 1e6
             self.add_units(key, str(path), tasks, priority, mandatory)
-            for u in self.units:
-                if u.model == key:
-                    u.ready = True
             self.state.setdefault("models", {})[key] = {"recipe": recipe, "step": step, "tokens": tokens,
                                                          "path": str(path)}
             self.save_state()
@@ -583,8 +580,6 @@ class Study:
             tasks = self.eval_tasks()
             self.pilot(tasks)
             self.add_units("base", self.a.model, tasks, 0, True)
-            for u in self.units:
-                u.ready = True
             self.pump()  # the base model's evaluation runs while the warm-up tunes
             if self.left() > self.a.reserve_s or "warmup" in self.state:
                 self.warmup()
@@ -595,7 +590,7 @@ class Study:
                     self.tune_recipe(r, plan["checkpoints"][r], tasks, order, plan)
             while True:
                 self.pump(final=True)
-                pending = [u for u in self.units if u.ready and not u.done and u.skipped is None]
+                pending = [u for u in self.units if not u.done and u.skipped is None]
                 if not pending:
                     break
                 if self.left() < self.a.reserve_s and not any(u.model == "base" for u in pending):
@@ -608,9 +603,8 @@ class Study:
             for p in list(getattr(self.pool, "_processes", {}).values()):  # no public way to stop running work
                 p.terminate()
             self.pool.shutdown(wait=False, cancel_futures=True)
-            self.write_results(status)
             self.log(f"results in {self.out} ({status}, {time.time() - self.t0:.0f}s of {self.a.budget_s:.0f}s)")
-            self.write_results(status)
+            self.write_results(status)  # after the log line, so log.txt has it
         return json.loads((self.out / "summary.json").read_text())
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from symtune.provenance import file_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
@@ -32,14 +33,6 @@ WHEELS = ("transformers", "trl", "datasets", "gguf", "peft", "huggingface_hub", 
 PLATFORM = ["--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
             "--platform", "manylinux2014_x86_64"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(MIB), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def travelling_bytes() -> int:
@@ -146,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
         else:
             calls.append([f])
-    manifest = "".join(f"{sha256(f)}  {f.name}\n" for f in sorted(items))
-    meta = {"gguf": gguf.name, "gguf_sha256": sha256(gguf), "gguf_bytes": gguf.stat().st_size,
+    manifest = "".join(f"{file_sha256(f)}  {f.name}\n" for f in sorted(items))
+    meta = {"gguf": gguf.name, "gguf_sha256": file_sha256(gguf), "gguf_bytes": gguf.stat().st_size,
             "parts": [x.name for x in parts], "files": sorted(f.name for f in items), "calls": len(calls),
             "wheels": pins}
     for i, c in enumerate(calls, 1):

@@ -100,12 +100,22 @@ def test_generation_stops_at_the_end_of_turn_token(tiny_model):
     silent = copy.deepcopy(model)
     torch.nn.init.zeros_(silent.model.norm.weight)  # all logits 0: the greedy token is id 0, <|endoftext|>
     assert tok.convert_ids_to_tokens(0) == "<|endoftext|>" and tok.eos_token_id != 0
-    for stop, decoded in ((["\n"], 1), (["\n", "<|endoftext|>"], 0)):
+    new_tokens = []  # what the naive path's model.generate produced: the decoded answer is "" either way
+    generate = silent.generate
+
+    def spy(*args, **kw):
+        out = generate(*args, **kw)
+        new_tokens.append(out.shape[1] - kw["input_ids"].shape[1])
+        return out
+
+    silent.generate = spy
+    for stop, decoded, produced in ((["\n"], 1, 4), (["\n", "<|endoftext|>"], 0, 1)):
         be = HFBackend(silent, tok, identity={"model": "silent"})
         _, gens = be.score_and_generate([("Input: a\nOutput:", ["yes"])], 4, stop)
         assert gens == [""] and be.stats["decoded_prompts"] == decoded
         naive = HFBackend(silent, tok, identity={"model": "silent"}, naive=True)
         assert naive.generate(["Input: a\nOutput:"], 4, stop) == [""]
+        assert new_tokens[-1] == produced  # with the end of turn as a stop, generation ends on it
 
 
 def test_a_tokenizer_without_a_chat_template_is_a_clear_error(smollm2_tokenizer, task_data):

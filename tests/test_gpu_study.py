@@ -4,13 +4,13 @@ time for the evaluations (a budget too small to tune still evaluates the base), 
 
 from __future__ import annotations
 
-import gzip
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from symtune.report.runs import read_jsonl
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_study.py"
 
@@ -29,10 +29,6 @@ def gpu_study():
 def _args(gpu_study, tiny_dir, task_data, out: Path, budget: float):
     return gpu_study.parse_args(["--smoke", "--model", str(tiny_dir), "--data-dir", str(task_data), "--out", str(out),
                                  "--device", "cpu", "--budget-s", str(budget)])
-
-
-def _samples(path: Path) -> list[dict]:
-    return [json.loads(x) for x in gzip.decompress(path.read_bytes()).decode().splitlines()]
 
 
 def test_driver_writes_results_at_each_budget_and_resumes(gpu_study, tiny_dir, task_data, tmp_path):
@@ -59,13 +55,14 @@ def test_driver_writes_results_at_each_budget_and_resumes(gpu_study, tiny_dir, t
     top = max((k for k, m in models.items() if m["recipe"] == "symbol"), key=lambda k: models[k]["tokens"])
     assert summary["targets"]["model"] == top and summary["targets"]["metric"] == "gen_acc"
     assert all(isinstance(v, bool) for k, v in summary["targets"].items() if k not in ("model", "tokens", "metric"))
-    rows = _samples(out / "samples-symbol.jsonl.gz")
+    rows = read_jsonl(out / "samples-symbol.jsonl")
     assert {r["model"] for r in rows} == {k for k, m in models.items() if m["recipe"] == "symbol"}
-    assert len(_samples(out / "samples-base.jsonl.gz")) == len(rows) // 2
+    assert len(read_jsonl(out / "samples-base.jsonl")) == len(rows) // 2
 
     # A rerun with the same work folder skips every finished stage and writes the same numbers.
     work = Path(str(out) + "-work")
     mtimes = {p: p.stat().st_mtime_ns for p in (work / "tune").rglob("model.safetensors")}
+    assert mtimes  # the tuned models are there to be left alone
     again = gpu_study.Study(_args(gpu_study, tiny_dir, task_data, out, budget=600)).run()
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     log = (out / "log.txt").read_text()

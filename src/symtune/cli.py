@@ -72,6 +72,7 @@ def _overlap(args) -> int:
     import time
 
     from .decontaminate import check_overlap, format_overlap, tuning_and_evaluation
+    from .files import write_atomic
 
     t0 = time.perf_counter()
     tuning, evaluation = tuning_and_evaluation(args.data_dir, args.tasks, args.exclude_tasks or (), args.eval_tasks)
@@ -79,9 +80,7 @@ def _overlap(args) -> int:
     print(format_overlap(overlap, markdown=args.markdown))
     print(f"\nchecked in {time.perf_counter() - t0:.1f} s")
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(overlap.to_dict(rows=True), f, indent=1, sort_keys=True)
-            f.write("\n")
+        write_atomic(args.json, json.dumps(overlap.to_dict(rows=True), indent=1, sort_keys=True) + "\n")
         print(f"overlaps, with the overlapping rows of each tuning task: {args.json}")
     return 0
 

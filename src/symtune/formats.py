@@ -49,6 +49,7 @@ FORMATS: dict[str, Format] = {
 DEFAULT_EVAL_FORMAT = "input_output"
 EXEMPLAR_SEPARATOR = "\n\n"
 PROMPT_FORMATS = ("plain", "chat")  # plain: the paper's text prompts; chat: the model's chat template
+STOP = ["\n"]  # where a greedy answer ends in a plain prompt (a chat prompt also stops at its end of turn)
 
 
 class FormatError(ValueError):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .decontaminate import Overlap, check_overlap, evaluation_tasks
+from .decontaminate import Overlap, check_overlap, tuning_and_evaluation
 from .episodes import (
     BudgetError,
     EpisodeError,
@@ -37,7 +37,7 @@ from .formats import FORMATS, get_format, render_prompt
 from .instructions import instruction_records
 from .provenance import file_sha256, package_versions
 from .symbols import CATEGORIES, SymbolPool
-from .tasks import TaskError, load_catalogue, select_tasks
+from .tasks import TaskError, load_catalogue
 
 KIND = "symtune-mixture"
 LABEL_MODES = ("symbol", "natural", "random")
@@ -184,15 +184,13 @@ def iter_task_records(task, config: MixtureConfig, pool: SymbolPool, measure=Non
 def build_records(config: MixtureConfig, progress: bool = True) -> tuple[list[dict], dict, Overlap]:
     """All records, a report {task: {"count", "skipped", "source", "sha256"}} and the tuning rows' overlaps with
     the evaluation tasks (dropped unless config.keep_contaminated)."""
-    catalogue = load_catalogue(config.data_dir)
-    specs = select_tasks(catalogue, config.tasks, role=None if config.tasks else "tune", data_dir=config.data_dir)
-    unknown = sorted(set(config.exclude_tasks or ()) - set(catalogue))
+    unknown = sorted(set(config.exclude_tasks or ()) - set(load_catalogue(config.data_dir)))
     if unknown:
         raise MixtureError(f"exclude_tasks names unknown task(s) {unknown}; see `symtune tasks`")
-    specs = [s for s in specs if s.name not in set(config.exclude_tasks or ())]
+    # the same tasks `symtune overlap` checks for these options
+    specs, evaluation = tuning_and_evaluation(config.data_dir, config.tasks, config.exclude_tasks or ())
     if not specs:
         raise MixtureError(f"no tuning tasks available (data dir: {config.data_dir}); pass --data-dir or --tasks")
-    evaluation = evaluation_tasks(catalogue, specs, config.exclude_tasks or (), config.data_dir)
     overlap = check_overlap(specs, evaluation, config.data_dir, pools=False)
     pool = SymbolPool("tune", tuple(config.symbol_categories), config.num_symbols)
     tok = _tokenizer(config.tokenizer) if config.max_tokens else None

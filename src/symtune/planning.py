@@ -27,7 +27,7 @@ from .episodes import (
     render,
 )
 from .flags import option
-from .formats import DEFAULT_EVAL_FORMAT, PROMPT_FORMATS, ChatTemplate, get_format
+from .formats import DEFAULT_EVAL_FORMAT, PROMPT_FORMATS, STOP, ChatTemplate, get_format
 from .models import resolve_dtype
 from .results import TaskReport
 from .symbols import SymbolPool
@@ -136,7 +136,7 @@ def plan_icl(config: EvalConfig, backend) -> tuple[list[dict], dict]:
     pool = SymbolPool(config.symbols)
     chat = chat_template(config, backend) if config.prompt_format == "chat" else None
     lead = "" if chat else " "  # how a label follows the prompt: after a space, or as the assistant's reply
-    stop = ["\n", chat.end_of_turn] if chat else ["\n"]
+    stop = [*STOP, chat.end_of_turn] if chat else STOP
     budget = min(config.max_tokens or 2048, backend.max_length) - config.max_new_tokens
     n_queries = min(config.limit or config.max_queries, config.max_queries)
     items, report = [], {}

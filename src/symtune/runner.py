@@ -10,12 +10,12 @@ from dataclasses import asdict, dataclass, replace
 
 from .accelerator import check_launch_environment, has_accelerator
 from .cache import ResultCache, cache_key
+from .formats import STOP
 
 # Queries per scoring call, cut from the plan in order: the cache is written after each, and with several
 # processes each takes every n-th chunk. A chunk is scored the same way whichever process scores it, so the
 # numbers do not depend on the number of processes.
 CHUNK = 32
-STOP = ["\n"]  # where greedy answers stop, unless an item says (a chat prompt also stops at the end of turn)
 
 
 @dataclass

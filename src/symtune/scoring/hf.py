@@ -76,6 +76,7 @@ class HFBackend:
         self.batch_tokens = batch_tokens or (2048 if cpu else 32768)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
+        self._stop_id_cache: dict[tuple[str, ...], frozenset[int]] = {}
         self.stats = {"requests": 0, "candidates": 0, "prefix_fallbacks": 0, "forward_tokens": 0, "padded_tokens": 0,
                       "shared_prefix_tokens": 0, "rows": 0, "lm_head_rows": 0, "decoded_prompts": 0}
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
@@ -102,15 +103,18 @@ class HFBackend:
     def count_tokens(self, text: str) -> int:
         return len(self.encode(text))
 
-    def _stop_ids(self, stop: list[str]) -> set[int]:
+    def _stop_ids(self, stop: list[str]) -> frozenset[int]:
         """The stop strings that are one special token (a chat template's end of turn): decoded answers never
-        show those, so generation stops at their id."""
-        out = set()
-        for s in stop:
-            ids = self.tokenizer(s, add_special_tokens=False).input_ids
-            if len(ids) == 1 and not self.tokenizer.decode(ids, skip_special_tokens=True):
-                out.add(ids[0])
-        return out
+        show those, so generation stops at their id. Kept per list of stops: every greedy answer asks."""
+        key = tuple(stop)
+        if key not in self._stop_id_cache:
+            out = set()
+            for s in stop:
+                ids = self.tokenizer(s, add_special_tokens=False).input_ids
+                if len(ids) == 1 and not self.tokenizer.decode(ids, skip_special_tokens=True):
+                    out.add(ids[0])
+            self._stop_id_cache[key] = frozenset(out)
+        return self._stop_id_cache[key]
 
     def _check_room(self, n_prompt: int, max_new: int) -> None:
         if n_prompt + max_new > self.max_length:
