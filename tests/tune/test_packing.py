@@ -117,6 +117,16 @@ def test_runtime_packing_check():
     assert not ok and diff > 1e-3
 
 
+def test_runtime_packing_check_in_bf16():
+    """As flash kernels are checked (bf16 autocast): rounding apart, packed equals separate; a leak still fails."""
+    model = _model()
+    for flat in (False, True):
+        ok, diff = packing_is_exact(model, PackedCollator(pad_token_id=0, flat=flat), autocast_dtype=torch.bfloat16)
+        assert ok, diff
+    ok, diff = packing_is_exact(model, PackedCollator(pad_token_id=0, packed=False), autocast_dtype=torch.bfloat16)
+    assert not ok and diff > 1e-3
+
+
 def test_target_only_head_matches_full_head():
     """The CPU LM head on labelled positions only gives TRL's fused-head loss, entropy and gradients."""
     from trl.trainer.utils import add_fused_lm_head

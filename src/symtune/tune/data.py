@@ -203,12 +203,18 @@ class PackedCollator:
         return batch
 
 
-def packing_is_exact(model, collator: PackedCollator, lengths=(7, 5, 3), atol: float = 1e-4) -> tuple[bool, float]:
+def packing_is_exact(model, collator: PackedCollator, lengths=(7, 5, 3), atol: float = 1e-4,
+                     autocast_dtype: torch.dtype | None = None) -> tuple[bool, float]:
     """Run examples packed and one by one through `model`; True if their next-token distributions agree.
 
     A cheap run-time proof for the actual model and attention kernel (a few dozen tokens). Probabilities, not
     log-probabilities, are compared: fp32 rounding through many layers moves the log-probability of a very
     unlikely token by ~1e-4, while attention across examples moves probabilities by ~1e-2.
+
+    `autocast_dtype` (bf16 for flash kernels, which run in half precision only): run under autocast. The packed
+    and separate runs then round differently (SmolLM2-135M: 0.018 apart in bf16, 3e-6 in fp32), so the packed run
+    counts as exact when it is also within a quarter of how far one plain causal run over the concatenation (the
+    examples attending to each other: 0.41 apart there) lands from the separate runs.
     """
     device = next(model.parameters()).device
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -219,14 +225,18 @@ def packing_is_exact(model, collator: PackedCollator, lengths=(7, 5, 3), atol: f
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     batch.pop("labels")
     batch.pop("num_real_tokens")
+    half = autocast_dtype is not None
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=autocast_dtype, enabled=half):
             probs = model(**batch, use_cache=False).logits[0].float().softmax(-1)
             ref = torch.cat([model(torch.tensor([s], device=device), use_cache=False).logits[0] for s in seqs])
             ref = ref.float().softmax(-1)
+            if half:
+                leak = model(torch.tensor([packed["input_ids"]], device=device), use_cache=False).logits[0]
+                leak_diff = (leak.float().softmax(-1) - ref).abs().max().item()
     finally:
         model.train(was_training)
     diff = (probs[: ref.shape[0]] - ref).abs().max().item()
-    return diff <= atol, diff
+    return diff <= atol or (half and diff <= leak_diff / 4), diff

@@ -64,6 +64,12 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
         raise TuneError(f"eval_every={config.eval_every} needs eval_fn, the evaluation to run during training: "
                         "e.g. symtune.evaluate.icl_eval_fn(eval_data_dir, eval_settings, eval_limit, eval_tasks), "
                         "the slice of the ICL suite that `symtune tune --eval-every` runs")
+    precision = _precision(config.precision)
+    attn = config.attn_implementation or "sdpa"
+    if "flash" in attn and (not torch.cuda.is_available() or precision == "fp32"):
+        raise TuneError(f"attn_implementation={attn!r} runs on a CUDA GPU in bf16 only (here: "
+                        f"{'a GPU' if torch.cuda.is_available() else 'no GPU'}, precision {precision}); "
+                        "use sdpa, or precision auto/bf16-mixed on a GPU")
     out = Path(config.out)
     state = PartialState(cpu=not has_accelerator())  # several CPU processes: gloo
     main = state.is_main_process
@@ -74,12 +80,12 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
         _init_out_dir(out, config, resume=resume, overwrite=overwrite, resume_from=resume_from)
     state.wait_for_everyone()
 
-    precision = _precision(config.precision)
     model, tokenizer = load_model(config.model, dtype="bfloat16" if precision == "bf16" else "float32",
                                   trust_remote_code=config.trust_remote_code)
     unmark_gguf(model)
     notes = check_special_tokens(tokenizer, model, config.eos_token)
-    attn = config.attn_implementation or "sdpa"
+    if "flash" in attn:  # a GPU kernel: on the GPU before it is set, and for the packing check below
+        model.to(state.device)
     if model.config._attn_implementation != attn:
         model.set_attn_implementation(attn)
 
@@ -88,8 +94,8 @@ def run(config: TuneConfig, *, resume: bool = False, overwrite: bool = False, ev
                                     config.max_examples, cache_dir=out / ".cache")
     collator = PackedCollator(tokenizer.pad_token_id, flat="flash" in attn, packed=config.packing)
     packing = {"enabled": config.packing, "mode": "off", "check_max_diff": None}
-    if config.packing:
-        exact, diff = packing_is_exact(model, collator)
+    if config.packing:  # flash kernels run in half precision only: checked as they train, under bf16 autocast
+        exact, diff = packing_is_exact(model, collator, autocast_dtype=torch.bfloat16 if "flash" in attn else None)
         packing["check_max_diff"] = diff
         if exact:
             packing["mode"] = ("one row per batch, variable-length kernel (cu_seq_lens)" if collator.flat else
