@@ -7,7 +7,10 @@ repository's own files. In them: the default model's GGUF (98 MB) split into par
 the GPU image lacks or has below symtune's floors (`pip download --no-deps`), a stand-in for `wordfreq` (its
 58 MB wheel is mostly other languages: the stand-in returns the same English list that symbols.py reads,
 exported here), the task data as tar.gz, and MANIFEST.sha256 (every file, and the assembled GGUF) in each
-folder. `scripts/gpu_run.sh` on the GPU machine collects the folders, checks them and runs the driver.
+folder. For the benchmarks of call 2 (`gpu_run.sh bench`), the first call also carries the default model's
+tokenizer (`tokenizer.tar.gz`: the random-init Llamas of bench/tune_vs_trl.py and bench/scoring_modes.py use it)
+and the scoring bench's rendered requests (`scoring-requests.json`, from `bench/scoring_modes.py --save-requests`).
+`scripts/gpu_run.sh` on the GPU machine collects the folders, checks them and runs the benches and the driver.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ from symtune.provenance import file_sha256
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1 << 20
 CALL_LIMIT = 64 * MIB
+# Device seconds (docs/study/gpu/PLAN.md): 900 in all, less the machine's start (~90), call 1 (~30), call 2 (<= 210:
+# the benches' timeouts 120 + 75 and transfers), the gaps between calls and the idle wait after the last (~60),
+# call 3's checks and transfers (~30), and ~120 spare: the study's driver gets the rest.
+STUDY_BUDGET_S = 360
+BENCH_CALL_TIMEOUT_S = 240  # the benches (120 + 75 s), collecting and transfers
 # Missing from the GPU image or below symtune's floors there (KINDS.md: transformers 5.17, huggingface_hub 1.33),
 # and what they need that the image lacks; the versions are those the test suite runs on.
 WHEELS = ("transformers", "trl", "datasets", "gguf", "peft", "huggingface_hub", "kernels", "dill", "multiprocess", "httpx2",
@@ -83,6 +91,32 @@ def wordfreq_stub(dest: Path) -> Path:
     return out
 
 
+def tokenizer_tar(dest: Path) -> Path:
+    """The default model's tokenizer as symtune loads it, saved as a directory and tarred (a few hundred KiB)."""
+    from symtune.models import load_tokenizer, resolve_model
+
+    root = dest / "tokenizer"
+    load_tokenizer(resolve_model("smollm2-135m")).save_pretrained(root)
+    out = dest / "tokenizer.tar.gz"
+    with tarfile.open(out, "w:gz", compresslevel=9) as tar:
+        tar.add(root, arcname=".")
+    shutil.rmtree(root)
+    return out
+
+
+def scoring_requests(dest: Path, data_dir: str) -> Path | None:
+    """The scoring bench's requests, rendered here where the data and tokenizer are (None, saying why, if not)."""
+    out = dest / "scoring-requests.json"
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "scoring_modes.py"), "--data-dir", data_dir,
+                          "--save-requests", str(out)], cwd=REPO, capture_output=True, text=True)
+    if res.returncode != 0 or not out.is_file():
+        print(f"scoring requests not staged (bench/scoring_modes.py --save-requests exited {res.returncode}: "
+              f"{res.stderr.strip().splitlines()[-1] if res.stderr.strip() else 'no message'}); call 2 skips that bench")
+        out.unlink(missing_ok=True)
+        return None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     from importlib.metadata import version
 
@@ -122,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     with tarfile.open(data_tar, "w:gz", compresslevel=9) as tar:
         tar.add(a.data_dir, arcname="data")
     stub = wordfreq_stub(files)
+    bench = [tokenizer_tar(files), *filter(None, [scoring_requests(files, a.data_dir)])]
 
     # The first call carries the wheels (it installs them and imports everything: a missing wheel fails there, in
-    # seconds, before the rest is sent), the data and the stand-in; the GGUF parts fill the calls, smallest first.
-    items = [wheel_tar, stub, data_tar, *sorted(parts, key=lambda f: f.stat().st_size)]
+    # seconds, before the rest is sent), what call 2's benches read, the data and the stand-in; the GGUF parts fill
+    # the calls, smallest first.
+    items = [wheel_tar, *bench, stub, data_tar, *sorted(parts, key=lambda f: f.stat().st_size)]
     room = CALL_LIMIT - travelling_bytes() - a.margin_mib * MIB
     calls: list[list[Path]] = []
     for f in items:  # first fit
@@ -139,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
                 break
         else:
             calls.append([f])
+    if not all(f in calls[0] for f in [wheel_tar, *bench]):
+        raise SystemExit(f"the first call has no room for {', '.join(f.name for f in bench)} beside the wheels; "
+                         "lower --margin-mib or shrink what the repository carries")
     manifest = "".join(f"{file_sha256(f)}  {f.name}\n" for f in sorted(items))
     meta = {"gguf": gguf.name, "gguf_sha256": file_sha256(gguf), "gguf_bytes": gguf.stat().st_size,
             "parts": [x.name for x in parts], "files": sorted(f.name for f in items), "calls": len(calls),
@@ -154,10 +193,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"staged {len(items)} files in {len(calls)} calls ({room / MIB:.1f} MiB each beside the repository):")
     for i, c in enumerate(calls, 1):
         size = sum((stage / f"c{i}" / f.name).stat().st_size for f in c) / MIB
-        last = i == len(calls)
-        cmd = ("BUDGET_S=480 bash scripts/gpu_run.sh run" if last else "bash scripts/gpu_run.sh collect") + f" .stage/c{i}"
+        if i == len(calls):
+            cmd, timeout = f"BUDGET_S={STUDY_BUDGET_S} bash scripts/gpu_run.sh run", 600
+        elif i == 2:  # the wheels are installed by now: the benches run after this call's files are collected
+            cmd, timeout = "bash scripts/gpu_run.sh bench", BENCH_CALL_TIMEOUT_S
+        else:
+            cmd, timeout = "bash scripts/gpu_run.sh collect", 180
         print(f"  call {i}: carry [.stage/c{i}] ({size:.1f} MiB: {', '.join(f.name for f in c)}); "
-              f"command: {cmd}; timeout_s {600 if last else 180}")
+              f"command: {cmd} .stage/c{i}; timeout_s {timeout}")
+    if len(calls) < 3:
+        print("  no call between the first and the last: run the benches in one of their own after call 1, "
+              f"`bash scripts/gpu_run.sh bench .stage/c1` (timeout_s {BENCH_CALL_TIMEOUT_S}), and lower BUDGET_S")
     return 0
 
 
