@@ -12,8 +12,8 @@ checkpointing off (TRL's default turns it on to save memory, recomputing activat
 kernel importable here (--attn auto: flash_attention_3 on Hopper, then flash_attention_2, else sdpa;
 TRL documents padding-free for flash attention, and with sdpa transformers masks the flattened row
 block-diagonally from the position ids). symtune's tune gets the same kernel (`attn_implementation`), the same
-pack length and TRL's packed sequences per optimizer step, so both take the same optimizer steps over the same
-packs. Both arms print which kernel they used. Printed besides: symtune's tokens/s over TRL's against issue 22's
+pack length and TRL's packs per forward and per optimizer step (8 per step: all in one forward on a GPU, one
+per forward on a CPU), so both take the same optimizer steps over the same packs. Both arms print which kernel they used. Printed besides: symtune's tokens/s over TRL's against issue 22's
 target (>= 1.2x at held-out loss within +-0.02, and whether the loss condition holds).
 
 Both arms run at the same precision: symtune's `precision: auto` (bf16 where it is native: a GPU, a CPU with
@@ -68,6 +68,16 @@ def random_llama_config(size: str, tok, **kw):
                        num_key_value_heads=kv, vocab_size=len(tok), max_position_embeddings=4096,
                        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
                        **kw)
+
+
+def fastest_trl_options(device: str, given: dict) -> dict:
+    """TRL's SFTConfig at its fastest documented setting, less what --trl-arg sets. 8 packs per optimizer step
+    (TRL's default batch), all in one forward on a GPU; on a CPU one per forward, accumulated: the flattened row's
+    sdpa attention is dense in its length there (8 packs in one row ran out of 23 GB)."""
+    per = 8 if device == "cuda" else 1
+    opts = {"packing": True, "padding_free": True, "packing_strategy": "bfd", "max_length": PACK_LENGTH,
+            "gradient_checkpointing": False, "per_device_train_batch_size": per, "gradient_accumulation_steps": 8 // per}
+    return {k: v for k, v in opts.items() if k not in given}
 
 
 def parse_kv(items: list[str]) -> dict:
@@ -245,6 +255,7 @@ def arm_trl(args, records, heldout) -> dict:
                                          "packing_strategy": a.packing_strategy if a.packing else None,
                                          "padding_free": trainer.padding_free, "packed_sequences": len(prepared),
                                          "per_device_train_batch_size": a.per_device_train_batch_size,
+                                         "gradient_accumulation_steps": a.gradient_accumulation_steps,
                                          "optim": str(a.optim), "lr": a.learning_rate, "max_length": a.max_length},
             "flops": model_flops(model.config, lengths, targets), "peak_mb": peak_memory_mb(args.device)}
 
@@ -267,11 +278,11 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     ds, _ = load_mixture(mixture)
     prep = tokenize_records(ds, tok, cfg.max_input_tokens, cfg.max_target_tokens, args.examples)
     n_packed = len(pack(prep.dataset, cfg.sequence_length)) if cfg.packing else len(prep.dataset)
-    if args.trl_fastest:  # TRL's packs per optimizer step; on a GPU all of them in one forward
-        trl = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1, **parse_kv(args.trl_arg)}
+    if args.trl_fastest:  # TRL's packs per forward and per optimizer step
+        trl = {**fastest_trl_options(args.device, {}), **parse_kv(args.trl_arg)}
         batch = opts.get("batch_size") or trl["per_device_train_batch_size"] * trl["gradient_accumulation_steps"]
         if "micro_batch_size" not in parse_kv(args.symtune_arg):
-            opts["micro_batch_size"] = batch if args.device == "cuda" else 1
+            opts["micro_batch_size"] = trl["per_device_train_batch_size"]
         micro = opts["micro_batch_size"]
     else:
         steps = math.ceil(args.examples / 8)
@@ -345,7 +356,8 @@ def run_arm(name: str, argv: list[str]) -> dict:
     env = {**os.environ, "TQDM_DISABLE": "1", "TRITON_CACHE_DIR": tempfile.mkdtemp(prefix=f"triton-{name}-")}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode != 0:
-        sys.exit(f"{name} arm failed:\n{res.stderr[-4000:]}")
+        killed = " (killed: out of memory?)" if res.returncode == -9 else ""
+        sys.exit(f"{name} arm failed with exit status {res.returncode}{killed}:\n{res.stderr[-4000:]}")
     return json.loads(Path(path).read_text())
 
 
@@ -402,8 +414,8 @@ def main(argv: list[str] | None = None) -> None:
 
     native, kind = machine_kind(args.device)
     matched = [] if any(a.startswith("bf16=") for a in args.trl_arg) else [f"bf16={native}"]
-    fastest = (["packing=True", "padding_free=True", "packing_strategy=bfd", f"max_length={PACK_LENGTH}",
-                "gradient_checkpointing=False"] if args.trl_fastest else [])
+    fastest = ([f"{k}={v}" for k, v in fastest_trl_options(args.device, parse_kv(args.trl_arg)).items()]
+               if args.trl_fastest else [])
     child = ["--model", args.model, "--mixture", mixture, "--examples", str(args.examples), "--eval-examples",
              str(args.eval_examples), "--device", args.device, "--attn", args.attn,
              "--trl-fastest" if args.trl_fastest else "--no-trl-fastest",
