@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from symtune.scoring import HFBackend
-from symtune.scoring.packing import Tree, common_prefix, plan, trie_tokens
+from symtune.scoring.packing import Group, Tree, common_prefix, plan, rows_of, trie_tokens, waves
 
 
 def _trees(seed=0, n=12):
@@ -57,6 +57,15 @@ def test_plan_shares_prefixes_and_is_order_free():
     again = plan([trees[i] for i in shuffled], min_prefix=16)
     assert sorted((tuple(g.prefix), len(g.rows)) for g in again) == sorted((tuple(g.prefix), len(g.rows)) for g in groups)
     assert plan(trees, min_prefix=1000)[0].prefix == []  # nothing shares that much: one loose group
+
+
+def test_waves_hold_at_most_a_budget_of_prefixes_in_order():
+    groups = [Group([1] * n, []) for n in (0, 30, 50, 25, 200, 10, 10)]
+    got = waves(groups, 80)
+    assert [g for w in got for g in w] == groups  # every group once, in order
+    assert [[len(g.prefix) for g in w] for w in got] == [[0, 30, 50], [25], [200], [10, 10]]  # 200 alone: too big
+    rows = rows_of([[1, 2, 3], [4, 5], [6] * 9], 6)
+    assert sorted(p.tree for r in rows for p in r.placed) == [0, 1, 2] and all(not p.branch_starts for r in rows for p in r.placed)
 
 
 def test_trie_tokens():
@@ -111,6 +120,37 @@ def test_greedy_answers_from_the_packed_pass_equal_generate(tiny_model):
         if cands:  # the random model answers none of these: its answers were decoded from the cache
             assert be.stats["decoded_prompts"] > 0
         assert scores == be.loglikelihoods(reqs) or _diff(scores, be.loglikelihoods(reqs)) < 1e-5
+
+
+def _many_groups():
+    """Pairs of prompts sharing exemplar sets of different lengths (as per-query prompts often do), and loners."""
+    rng = random.Random(3)
+    words = ["good", "bad", "fine", "dull", "moving", "long", "short", "bright", "grim", "odd"]
+    reqs = []
+    for i in range(5):
+        shared = "".join(f"Input: {' '.join(rng.choices(words, k=3 + 2 * i))}\nOutput: {rng.choice(['XQ', '417'])}\n\n"
+                         for _ in range(2 + i))
+        reqs += [(shared + f"Input: {q}\nOutput:", [" XQ", " 417"]) for q in rng.sample(QUERIES, 2)]
+    return reqs + [("Q: 2+2\nA:", [" 4", " four"]), ("Input: lone\nOutput:", [" XQ"])]
+
+
+@pytest.mark.parametrize("batch_tokens", [64, 100000])
+def test_rows_of_different_groups_share_forwards_exactly(tiny_model, batch_tokens):
+    """Rows of several groups (prefixes of different lengths) in one batch, each seeing its own prefix only: the
+    same log-likelihoods and greedy answers as the model's own forwards; with room, two forwards in all."""
+    model, tok = tiny_model
+    reqs = _many_groups()
+    be = HFBackend(model, tok, min_prefix=8, batch_tokens=batch_tokens)
+    a, b = be.loglikelihoods(reqs), HFBackend(model, tok, naive=True).loglikelihoods(reqs)
+    assert _diff(a, b) < 1e-4
+    st = be.stats
+    assert st["shared_prefix_tokens"] > 0
+    if batch_tokens > 1000:
+        assert st["forwards"] == 2  # every prefix in one forward, every row in another
+    else:
+        assert st["forwards"] > 2
+    _, gens = be.score_and_generate(reqs, 6, ["\n"])
+    assert gens == be.generate([p for p, _ in reqs], 6, ["\n"])
 
 
 def test_generation_max_tokens_and_eos(tiny_model):

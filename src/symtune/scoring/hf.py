@@ -22,7 +22,7 @@ import os
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
-from .packing import Tree, plan
+from .packing import Row, Tree, plan, rows_of, waves
 from .rules import CandidateScore, PromptTooLongError, Request, cut_at_stop
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,19 @@ class _Job:
     candidates: list[int]  # the candidate index of each branch
     targets: list[list[int]]  # each branch's scored tokens
     greedy: bool  # this tree's context is the request's prompt and its greedy answer is wanted
+
+
+@dataclass
+class _Seated:
+    """A row of a wave and where its group's prefix lies in the wave's prefix keys/values."""
+
+    row: Row
+    offset: int
+    prefix: int  # its length (0: the row's trees share no prefix)
+
+    @property
+    def ids(self) -> list[int]:
+        return self.row.ids
 
 
 class HFBackend:
@@ -78,7 +91,8 @@ class HFBackend:
         self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
         self._stop_id_cache: dict[tuple[str, ...], frozenset[int]] = {}
         self.stats = {"requests": 0, "candidates": 0, "prefix_fallbacks": 0, "forward_tokens": 0, "padded_tokens": 0,
-                      "shared_prefix_tokens": 0, "rows": 0, "lm_head_rows": 0, "decoded_prompts": 0}
+                      "shared_prefix_tokens": 0, "rows": 0, "lm_head_rows": 0, "decoded_prompts": 0,
+                      "forwards": 0}
         text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self._text_cfg = text_cfg
         self._layer_types = sorted(set(getattr(text_cfg, "layer_types", None) or ["full_attention"]))
@@ -125,15 +139,27 @@ class HFBackend:
         eos = self.tokenizer.eos_token_id
         return eos if eos is not None else self.pad_id
 
-    def _plan(self, prompt: str, candidates: list[str]) -> _Plan:
-        if not candidates:
-            raise ValueError(f"request has no candidates (prompt starts {prompt[:60]!r})")
-        enc = self.tokenizer([prompt] + [prompt + c for c in candidates], add_special_tokens=False).input_ids
-        p = self._prefix + enc[0]
+    def _plans(self, requests: list[Request]) -> list[_Plan]:
+        """Every request's plan, from one tokenizer call for all their texts (a fast tokenizer encodes a batch on
+        all cores: per request, this is most of the host's work)."""
+        texts = []
+        for prompt, cands in requests:
+            if not cands:
+                raise ValueError(f"request has no candidates (prompt starts {prompt[:60]!r})")
+            texts += [prompt] + [prompt + c for c in cands]
+        enc = self.tokenizer(texts, add_special_tokens=False).input_ids if texts else []
+        out, at = [], 0
+        for prompt, cands in requests:
+            out.append(self._plan(prompt, list(cands), enc[at], enc[at + 1:at + 1 + len(cands)]))
+            at += 1 + len(cands)
+        return out
+
+    def _plan(self, prompt: str, candidates: list[str], prompt_ids: list[int], joint_ids: list[list[int]]) -> _Plan:
+        p = self._prefix + prompt_ids
         start = [] if p else [self._empty_prompt_id()]
         p = start + p  # an empty prompt is conditioned on EOS, as lm-eval does
         plan_ = _Plan(p, [], [])
-        for k, (cand, ids) in enumerate(zip(candidates, enc[1:])):
+        for k, (cand, ids) in enumerate(zip(candidates, joint_ids)):
             if not cand:
                 raise ValueError(f"empty candidate #{k} for prompt starting {prompt[:60]!r}")
             joint = start + self._prefix + ids
@@ -228,7 +254,7 @@ class HFBackend:
         return scores, gens
 
     def _naive(self, requests: list[Request]) -> list[list[CandidateScore]]:
-        plans = [self._plan(prompt, list(cands)) for prompt, cands in requests]
+        plans = self._plans(requests)
         self._count(requests)
         out = [[None] * len(c) for _, c in requests]
         for r, pl in enumerate(plans):
@@ -257,8 +283,7 @@ class HFBackend:
         is fed whole, so the token after it is known too), one per candidate that re-tokenises the prompt."""
         trees, jobs = [], []
         want_greedy = max_new is not None
-        for r, (prompt, cands) in enumerate(requests):
-            pl = self._plan(prompt, list(cands))
+        for r, pl in enumerate(self._plans(requests)):
             if want_greedy:
                 self._check_room(len(pl.prompt_ids), max_new)
             if pl.cached or want_greedy:
@@ -293,59 +318,103 @@ class HFBackend:
         self._count(requests)
         scores: list[list[CandidateScore | None]] = [[None] * len(c) for _, c in requests]
         gens: list[str | None] | None = [None] * len(requests) if gen else None
-        dec = self._decoder()
-        for group in plan(trees, self.row_tokens, self.min_prefix):
-            s = len(group.prefix)
-            prefix_kv = None
-            if s:
-                cache = self._new_cache()
-                dec(input_ids=self._t([group.prefix]), use_cache=True, **{self._cache_kw: cache})
-                prefix_kv = [(layer.keys, layer.values) for layer in cache.layers]
-                self.stats["forward_tokens"] += s
-                self.stats["shared_prefix_tokens"] += s * (sum(len(r.placed) for r in group.rows) - 1)
-            for batch in _batches(group.rows, self.batch_tokens):
-                n = max(len(row.ids) for row in batch)
-                if self.device.type == "cuda":  # aligned rows keep the fused attention kernels (they need % 8)
-                    n = -(-n // 16) * 16
-                cache = self._new_cache([(k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
-                                         for k, v in prefix_kv] if s else None) if (s or gen) else None
-                kw = {self._cache_kw: cache} if cache is not None else {}
-                pad = [n - len(row.ids) for row in batch]
-                ids = self._t([row.ids + [self.pad_id] * k for row, k in zip(batch, pad)])
-                pos = self._t([row.positions + [0] * k for row, k in zip(batch, pad)])
-                # a padding token is a tree of its own (owner -1 - its place), seeing itself alone
-                own = self._t([row.owner + list(range(-1, -1 - k, -1)) for row, k in zip(batch, pad)])
-                br = self._t([row.branch + [-1] * k for row, k in zip(batch, pad)])
-                hidden = dec(input_ids=ids, position_ids=pos + s, attention_mask=self._masks(pos, own, br, s),
-                             use_cache=cache is not None, **kw).last_hidden_state
-                self.stats["forward_tokens"] += n * len(batch)
-                self.stats["padded_tokens"] += sum(pad)
-                self.stats["rows"] += len(batch)
-                self._read(batch, hidden.reshape(-1, hidden.shape[-1]), n, trees, jobs, scores, gens, gen, cache, s)
+        for wave in waves(plan(trees, self.row_tokens, self.min_prefix), self.batch_tokens):
+            kv, where = self._forward_prefixes([g.prefix for g in wave])
+            for g, (_, s) in zip(wave, where):
+                if s:
+                    self.stats["shared_prefix_tokens"] += s * (sum(len(r.placed) for r in g.rows) - 1)
+            rows = [_Seated(row, *w) for g, w in zip(wave, where) for row in g.rows]
+            for batch in _batches(rows, self.batch_tokens):
+                self._forward_rows(batch, kv, trees, jobs, scores, gens, gen)
         return scores, gens
 
-    def _masks(self, pos, own, br, s: int):
-        """Each row's attention: every token sees the group's prefix, its own tree's context up to itself and
-        its own branch up to itself; sliding-window layers also cut what lies a window or more behind.
-        A tensor, or {layer type: tensor} for models that mix them."""
+    def _row_tensors(self, rows, n: int):
+        """(ids, positions, owners, branches) of the rows padded to n tokens: a padding token is a tree of its own
+        (owner -1 - its place), seeing itself alone."""
+        pad = [n - len(row.ids) for row in rows]
+        self.stats["padded_tokens"] += sum(pad)
+        self.stats["forward_tokens"] += n * len(rows)
+        self.stats["forwards"] += 1
+        return (self._t([row.ids + [self.pad_id] * k for row, k in zip(rows, pad)]),
+                self._t([row.positions + [0] * k for row, k in zip(rows, pad)]),
+                self._t([row.owner + list(range(-1, -1 - k, -1)) for row, k in zip(rows, pad)]),
+                self._t([row.branch + [-1] * k for row, k in zip(rows, pad)]))
+
+    def _width(self, rows) -> int:
+        n = max(len(row.ids) for row in rows)
+        return -(-n // 16) * 16 if self.device.type == "cuda" else n  # aligned rows keep the fused attention kernels
+
+    def _forward_prefixes(self, prefixes: list[list[int]]):
+        """Forward the non-empty prefixes, packed in rows: ([(keys, values) per layer, each (kv heads, tokens, head
+        dim) with every prefix's tokens side by side], [(offset, length) of each prefix in them])."""
+        torch = self.torch
+        where = [(0, 0)] * len(prefixes)
+        todo = [i for i, p in enumerate(prefixes) if p]
+        if not todo:
+            return None, where
+        parts, offset = [], 0
+        for batch in _batches(rows_of([prefixes[i] for i in todo], self.row_tokens), self.batch_tokens):
+            n = self._width(batch)
+            ids, pos, own, br = self._row_tensors(batch, n)
+            none = torch.zeros(len(batch), dtype=torch.long, device=self.device)
+            cache = self._new_cache()
+            self._decoder()(input_ids=ids, position_ids=pos, attention_mask=self._masks(pos, own, br, none, 0),
+                            use_cache=True, **{self._cache_kw: cache})
+            for b, row in enumerate(batch):
+                for p in row.placed:
+                    where[todo[p.tree]] = (offset + b * n + p.start, p.suffix)
+            # (rows, heads, tokens, dim) -> (heads, rows x tokens, dim): one flat run of positions
+            parts.append([tuple(t.transpose(0, 1).reshape(t.shape[1], -1, t.shape[3]) for t in (layer.keys, layer.values))
+                          for layer in cache.layers])
+            offset += len(batch) * n
+        kv = parts[0] if len(parts) == 1 else [tuple(torch.cat([p[i][j] for p in parts], 1) for j in (0, 1))
+                                               for i in range(len(parts[0]))]
+        return kv, where
+
+    def _forward_rows(self, batch: list[_Seated], kv, trees, jobs, scores, gens, gen) -> None:
+        """One forward of rows (of any groups of the wave), each attending to its own group's prefix."""
+        torch = self.torch
+        n, S = self._width([x.row for x in batch]), max(x.prefix for x in batch)
+        ids, pos, own, br = self._row_tensors([x.row for x in batch], n)
+        s = self._t([x.prefix for x in batch])
+        cache = None
+        if S:
+            # each row's prefix keys/values gathered to the front of its cache, padded to S (masked out)
+            first = self._t([x.offset for x in batch])
+            idx = (first[:, None] + torch.minimum(self._t(range(S))[None], (s - 1).clamp(min=0)[:, None])).reshape(-1)
+            cache = self._new_cache([tuple(t.index_select(1, idx).view(t.shape[0], len(batch), S, t.shape[2]).transpose(0, 1)
+                                           for t in layer) for layer in kv])
+        elif gen:
+            cache = self._new_cache()
+        kw = {self._cache_kw: cache} if cache is not None else {}
+        hidden = self._decoder()(input_ids=ids, position_ids=pos + s[:, None], attention_mask=self._masks(pos, own, br, s, S),
+                                 use_cache=cache is not None, **kw).last_hidden_state
+        self.stats["rows"] += len(batch)
+        self._read(batch, hidden.reshape(-1, hidden.shape[-1]), n, S, trees, jobs, scores, gens, gen, cache)
+
+    def _masks(self, pos, own, br, s, S: int):
+        """Each row's attention: every token sees its group's prefix (the first s[row] of S prefix columns), its
+        own tree's context up to itself and its own branch up to itself; sliding-window layers also cut what lies
+        a window or more behind. A tensor, or {layer type: tensor} for models that mix them."""
         torch = self.torch
         vis = ((own[:, :, None] == own[:, None, :]) & (pos[:, None, :] <= pos[:, :, None])
                & ((br[:, None, :] == -1) | (br[:, None, :] == br[:, :, None])))
-        if s:
-            vis = torch.cat([vis.new_ones(vis.shape[0], vis.shape[1], s), vis], 2)
+        if S:
+            cols = self._t(range(S))
+            vis = torch.cat([(cols[None, :] < s[:, None])[:, None, :].expand(-1, vis.shape[1], -1), vis], 2)
         masks = {}
         for kind in self._layer_types:
             m = vis
             if kind == "sliding_attention":
-                q = pos + s
-                k = torch.cat([self._t(range(s))[None].expand(len(q), -1), q], 1)
+                q = pos + s[:, None]
+                k = torch.cat([self._t(range(S))[None].expand(len(q), -1), q], 1)
                 m = vis & (q[:, :, None] - k[:, None, :] < self._text_cfg.sliding_window)
             if getattr(self.model.config, "_attn_implementation", "sdpa") == "eager":
                 m = torch.zeros(m.shape, dtype=self.model.dtype, device=m.device).masked_fill(~m, torch.finfo(self.model.dtype).min)
             masks[kind] = m[:, None]
         return masks if len(masks) > 1 or "full_attention" not in masks else masks["full_attention"]
 
-    def _read(self, batch, hidden, n: int, trees, jobs, scores, gens, gen, cache, s: int) -> None:
+    def _read(self, batch, hidden, n: int, S: int, trees, jobs, scores, gens, gen, cache) -> None:
         """Score every branch of the batch's rows from one LM-head call (hidden: the rows flattened, n tokens
         each); settle or decode each greedy answer."""
         torch = self.torch
@@ -354,9 +423,9 @@ class HFBackend:
         tgt: list[int] = []
         spans = []  # per branch: (first scored token, count, row in sel of the token after it)
         last_row = []  # per placed tree: the row in sel of its context's last token
-        for b, row in enumerate(batch):
+        for b, seated in enumerate(batch):
             base = b * n
-            for p in row.placed:
+            for p in seated.row.placed:
                 job, tree = jobs[p.tree], trees[p.tree]
                 last_row.append(len(sel))
                 sel.append(base + p.start + p.suffix - 1)
@@ -370,12 +439,12 @@ class HFBackend:
         logits = self._head(hidden[self._t(sel)])
         top = logits.argmax(-1)
         rows, want = self._t(pred), self._t(tgt)
-        lp = torch.log_softmax(logits[rows], dim=-1).gather(1, want[:, None])[:, 0]
+        lp = torch.log_softmax(logits, dim=-1)[rows, want]
         hit = top[rows] == want
         lp, hit, top = lp.tolist(), hit.tolist(), top.tolist()  # one transfer for the whole batch
         spans, places = iter(spans), iter(last_row)
-        for b, row in enumerate(batch):
-            for p in row.placed:
+        for b, seated in enumerate(batch):
+            for p in seated.row.placed:
                 job, last = jobs[p.tree], next(places)
                 greedy_paths = []
                 for k, target in zip(job.candidates, job.targets):
@@ -386,11 +455,12 @@ class HFBackend:
                         greedy_paths.append(target + [top[after]])
                 if job.greedy:
                     known = max(greedy_paths, key=len) if greedy_paths else [top[last]]
-                    gens[job.request] = self._greedy(known, p, cache, b, s, *gen)
+                    gens[job.request] = self._greedy(known, p, cache, b, seated.prefix, S, *gen)
 
-    def _greedy(self, known: list[int], placed, cache, b: int, s: int, max_new: int, stop: list[str]) -> str:
+    def _greedy(self, known: list[int], placed, cache, b: int, s: int, S: int, max_new: int, stop: list[str]) -> str:
         """The greedy answer, from the tokens the forward already showed to be greedy; decoding further from
-        the prompt's own slice of the row's key/value cache only when those run out before a stop."""
+        the prompt's own slice of the row's key/value cache (its s prefix tokens of the S prefix columns, then its
+        own tokens in the row) only when those run out before a stop."""
         ends = {self.tokenizer.eos_token_id} | self._stop_ids(stop)
         ids: list[int] = []
         kv = None
@@ -399,7 +469,7 @@ class HFBackend:
                 t = known[step]
             else:
                 if kv is None:  # the prompt's keys/values: the group prefix, then its own tokens in the row
-                    a, z = s + placed.start, s + placed.start + placed.suffix
+                    a, z = S + placed.start, S + placed.start + placed.suffix
                     keep = self._t(list(range(s)) + list(range(a, z)))
                     kv = self._new_cache([(layer.keys[b:b + 1].index_select(2, keep), layer.values[b:b + 1].index_select(2, keep))
                                           for layer in cache.layers])
@@ -407,6 +477,7 @@ class HFBackend:
                     fed = ids  # the answer so far is not in the cache yet
                 else:
                     fed = ids[-1:]
+                self.stats["forwards"] += 1
                 h = self._decoder()(input_ids=self._t([fed]), use_cache=True, **{self._cache_kw: kv}).last_hidden_state
                 t = int(self._head(h[0, -1:])[0].argmax())
             if t in ends:

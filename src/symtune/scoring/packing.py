@@ -6,7 +6,10 @@ scores every candidate of a prompt. Trees are laid side by side in *rows* of up 
 each tree attending only to itself (a block-diagonal, tree-shaped mask; positions restart per tree).
 Trees whose contexts begin with the same tokens (one exemplar set shared by many queries, a common
 instruction) form a *group*: the common prefix is forwarded once and every row of the group attends to
-its key/value cache.
+its key/value cache. Groups are taken in *waves* of at most a batch's tokens of prefixes: a wave's prefixes
+are forwarded together, then its rows, whichever group they belong to, so that many small groups cost a few
+forwards, not two each (a forward has a fixed cost: tens of milliseconds of Python and kernel launches for a
+30-layer model, the time a GPU needs for ~10-20K tokens of a 135M model).
 
 This is planning only (lists of ints); `hf.py` turns a plan into forwards. Written here rather than taken
 from a library: the libraries that pack sequences (TRL, flash-attention varlen) pack independent
@@ -116,6 +119,25 @@ def plan(trees: list[Tree], row_tokens: int = 2048, min_prefix: int = 32) -> lis
     if loose:
         groups.insert(0, Group([], _pack(loose, trees, 0, row_tokens)))
     return groups
+
+
+def waves(groups: list[Group], budget: int) -> list[list[Group]]:
+    """Consecutive groups whose prefixes hold at most `budget` tokens together (a group alone may hold more)."""
+    out: list[list[Group]] = []
+    total = budget + 1
+    for g in groups:
+        if total + len(g.prefix) > budget:
+            out.append([])
+            total = 0
+        out[-1].append(g)
+        total += len(g.prefix)
+    return out
+
+
+def rows_of(contexts: list[list[int]], row_tokens: int) -> list[Row]:
+    """The contexts alone (no branches) packed into rows, as `plan` packs trees."""
+    trees = [Tree(c, []) for c in contexts]
+    return _pack(list(range(len(trees))), trees, 0, row_tokens)
 
 
 def _pack(members: list[int], trees: list[Tree], prefix_len: int, row_tokens: int) -> list[Row]:
