@@ -73,7 +73,8 @@ def random_llama_config(size: str, tok, **kw):
 def fastest_trl_options(device: str, given: dict) -> dict:
     """TRL's SFTConfig at its fastest documented setting, less what --trl-arg sets. 8 packs per optimizer step
     (TRL's default batch), all in one forward on a GPU; on a CPU one per forward, accumulated: the flattened row's
-    sdpa attention is dense in its length there (8 packs in one row ran out of 23 GB)."""
+    sdpa attention is dense in its length there (with 8 packs in one row TRL's arm was killed, by all signs out of
+    memory, in 23 GB)."""
     per = 8 if device == "cuda" else 1
     opts = {"packing": True, "padding_free": True, "packing_strategy": "bfd", "max_length": PACK_LENGTH,
             "gradient_checkpointing": False, "per_device_train_batch_size": per, "gradient_accumulation_steps": 8 // per}
