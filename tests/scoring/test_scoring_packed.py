@@ -64,6 +64,7 @@ def test_waves_hold_at_most_a_budget_of_prefixes_in_order():
     got = waves(groups, 80)
     assert [g for w in got for g in w] == groups  # every group once, in order
     assert [[len(g.prefix) for g in w] for w in got] == [[0, 30, 50], [25], [200], [10, 10]]  # 200 alone: too big
+    assert waves(groups, 0) == [[g] for g in groups]  # a budget of 0: a group a wave
     rows = rows_of([[1, 2, 3], [4, 5], [6] * 9], 6)
     assert sorted(p.tree for r in rows for p in r.placed) == [0, 1, 2] and all(not p.branch_starts for r in rows for p in r.placed)
 
@@ -140,7 +141,7 @@ def test_rows_of_different_groups_share_forwards_exactly(tiny_model, batch_token
     same log-likelihoods and greedy answers as the model's own forwards; with room, two forwards in all."""
     model, tok = tiny_model
     reqs = _many_groups()
-    be = HFBackend(model, tok, min_prefix=8, batch_tokens=batch_tokens)
+    be = HFBackend(model, tok, min_prefix=8, batch_tokens=batch_tokens, wave_tokens=batch_tokens)
     a, b = be.loglikelihoods(reqs), HFBackend(model, tok, naive=True).loglikelihoods(reqs)
     assert _diff(a, b) < 1e-4
     st = be.stats
