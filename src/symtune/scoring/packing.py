@@ -6,10 +6,10 @@ scores every candidate of a prompt. Trees are laid side by side in *rows* of up 
 each tree attending only to itself (a block-diagonal, tree-shaped mask; positions restart per tree).
 Trees whose contexts begin with the same tokens (one exemplar set shared by many queries, a common
 instruction) form a *group*: the common prefix is forwarded once and every row of the group attends to
-its key/value cache. Groups are taken in *waves* of at most a batch's tokens of prefixes: a wave's prefixes
-are forwarded together, then its rows, whichever group they belong to, so that many small groups cost a few
-forwards, not two each (a forward has a fixed cost: tens of milliseconds of Python and kernel launches for a
-30-layer model, the time a GPU needs for ~10-20K tokens of a 135M model).
+its key/value cache. Groups are taken in *waves* of at most a given number of prefix tokens: a wave's
+prefixes are forwarded together, then its rows, whichever group they belong to, so that many small groups cost
+a few forwards, not two each (a forward has a fixed cost: 15-25 ms of Python and dispatch for a 30-layer model,
+measured on a CPU by bench/scoring_modes.py; by FLOPs, a GPU's time for thousands of tokens of a 135M model).
 
 This is planning only (lists of ints); `hf.py` turns a plan into forwards. Written here rather than taken
 from a library: the libraries that pack sequences (TRL, flash-attention varlen) pack independent
