@@ -264,6 +264,7 @@ def arm_trl(args, records, heldout) -> dict:
 def arm_symtune(args, records, heldout, mixture: str) -> dict:
     from symtune.mixture import load_mixture
     from symtune.models import load_model, load_tokenizer
+    from symtune.report.runs import read_jsonl
     from symtune.tune import resolve_config, tune
     from symtune.tune.data import pack, tokenize_records
     from symtune.tune.recipe import unmark_gguf
@@ -294,7 +295,7 @@ def arm_symtune(args, records, heldout, mixture: str) -> dict:
     peaks = arm_peaks(args.device)  # (tune() loads the model first; its train_seconds cover training only)
     clock = step_clock(args.device)
     summary = tune(args.model, mixture, str(out), preset="cpu-small", callbacks=[clock], **opts)
-    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    log = read_jsonl(out / "train_log.jsonl")
     peaks = {k: (v + arm_peaks(args.device)[k]) / 2 for k, v in peaks.items()}
     model, tok = load_model(str(out))
     unmark_gguf(model)

@@ -451,13 +451,13 @@ def test_config_validation_messages():
         resolve_config("laptop")
 
 
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_flash_attention_without_a_gpu_is_refused_before_out_is_written(tiny_dir, mixture_dir, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(TuneError, match="flash_attention_2.*CUDA GPU in bf16 only.*use sdpa"):
         tune(str(tiny_dir), str(mixture_dir), str(out), **{**FAST, "attn_implementation": "flash_attention_2"})
     assert not out.exists()
+
 
 # ---- presets and CLI ----------------------------------------------------------------------------
 

@@ -87,10 +87,11 @@ class HFBackend:
         cpu = self.device.type == "cpu"
         self.row_tokens = row_tokens or (512 if cpu else 1024)
         self.batch_tokens = batch_tokens or (2048 if cpu else 32768)
-        # Prefix groups forwarded together (a wave) share forwards: worth it where a forward's fixed cost (~20 ms of
-        # Python and launches for 30 layers) is the time of thousands of tokens, as on a GPU; on a CPU it is the
-        # time of ~30 tokens of a 135M model, less than rows of several groups lose to padding: one group a wave
-        # (64 shared-exemplar requests scored and answered, 135M: 26.6 s that way, 30.0 s in waves of 2048 tokens)
+        # Prefix groups forwarded together (a wave) share forwards: worth it where a forward's fixed cost (15-26 ms
+        # of Python and dispatch for 30 layers, measured on a CPU) is the time of thousands of tokens, as on a GPU;
+        # on a CPU it is the time of ~30 tokens of a 135M model, less than rows of several groups lose to padding:
+        # one group a wave (64 shared-exemplar requests scored and answered, 135M: 24.7-26.4 s that way, 30.0 s in
+        # waves of 2048 tokens; bench/scoring_modes.py)
         self.wave_tokens = (0 if cpu else self.batch_tokens) if wave_tokens is None else wave_tokens
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self._prefix = self._bos_prefix() if add_bos is None else ([tokenizer.bos_token_id] if add_bos else [])
@@ -333,21 +334,27 @@ class HFBackend:
                 self._forward_rows(batch, kv, trees, jobs, scores, gens, gen)
         return scores, gens
 
-    def _row_tensors(self, rows, n: int):
-        """(ids, positions, owners, branches) of the rows padded to n tokens: a padding token is a tree of its own
+    def _forward(self, rows, prefix_lens: list[int], cache):
+        """One decoder forward of the rows, padded to a common width n, row i after the first prefix_lens[i] of
+        the cache's S = max(prefix_lens) positions: (last hidden states, n). A padding token is a tree of its own
         (owner -1 - its place), seeing itself alone."""
-        pad = [n - len(row.ids) for row in rows]
-        self.stats["padded_tokens"] += sum(pad)
-        self.stats["forward_tokens"] += n * len(rows)
-        self.stats["forwards"] += 1
-        return (self._t([row.ids + [self.pad_id] * k for row, k in zip(rows, pad)]),
-                self._t([row.positions + [0] * k for row, k in zip(rows, pad)]),
-                self._t([row.owner + list(range(-1, -1 - k, -1)) for row, k in zip(rows, pad)]),
-                self._t([row.branch + [-1] * k for row, k in zip(rows, pad)]))
-
-    def _width(self, rows) -> int:
         n = max(len(row.ids) for row in rows)
-        return -(-n // 16) * 16 if self.device.type == "cuda" else n  # aligned rows keep the fused attention kernels
+        if self.device.type == "cuda":  # aligned rows keep the fused attention kernels (they need % 8)
+            n = -(-n // 16) * 16
+        pad = [n - len(row.ids) for row in rows]
+        ids = self._t([row.ids + [self.pad_id] * k for row, k in zip(rows, pad)])
+        pos = self._t([row.positions + [0] * k for row, k in zip(rows, pad)])
+        own = self._t([row.owner + list(range(-1, -1 - k, -1)) for row, k in zip(rows, pad)])
+        br = self._t([row.branch + [-1] * k for row, k in zip(rows, pad)])
+        s = self._t(prefix_lens)
+        kw = {self._cache_kw: cache} if cache is not None else {}
+        hidden = self._decoder()(input_ids=ids, position_ids=pos + s[:, None],
+                                 attention_mask=self._masks(pos, own, br, s, max(prefix_lens)),
+                                 use_cache=cache is not None, **kw).last_hidden_state
+        self.stats["forwards"] += 1
+        self.stats["forward_tokens"] += n * len(rows)
+        self.stats["padded_tokens"] += sum(pad)
+        return hidden, n
 
     def _forward_prefixes(self, prefixes: list[list[int]]):
         """Forward the non-empty prefixes, packed in rows: ([(keys, values) per layer, each (kv heads, tokens, head
@@ -359,12 +366,8 @@ class HFBackend:
             return None, where
         parts, offset = [], 0
         for batch in _batches(rows_of([prefixes[i] for i in todo], self.row_tokens), self.batch_tokens):
-            n = self._width(batch)
-            ids, pos, own, br = self._row_tensors(batch, n)
-            none = torch.zeros(len(batch), dtype=torch.long, device=self.device)
             cache = self._new_cache()
-            self._decoder()(input_ids=ids, position_ids=pos, attention_mask=self._masks(pos, own, br, none, 0),
-                            use_cache=True, **{self._cache_kw: cache})
+            _, n = self._forward(batch, [0] * len(batch), cache)
             for b, row in enumerate(batch):
                 for p in row.placed:
                     where[todo[p.tree]] = (offset + b * n + p.start, p.suffix)
@@ -379,21 +382,17 @@ class HFBackend:
     def _forward_rows(self, batch: list[_Seated], kv, trees, jobs, scores, gens, gen) -> None:
         """One forward of rows (of any groups of the wave), each attending to its own group's prefix."""
         torch = self.torch
-        n, S = self._width([x.row for x in batch]), max(x.prefix for x in batch)
-        ids, pos, own, br = self._row_tensors([x.row for x in batch], n)
-        s = self._t([x.prefix for x in batch])
+        S = max(x.prefix for x in batch)
         cache = None
         if S:
             # each row's prefix keys/values gathered to the front of its cache, padded to S (masked out)
-            first = self._t([x.offset for x in batch])
+            first, s = self._t([x.offset for x in batch]), self._t([x.prefix for x in batch])
             idx = (first[:, None] + torch.minimum(self._t(range(S))[None], (s - 1).clamp(min=0)[:, None])).reshape(-1)
             cache = self._new_cache([tuple(t.index_select(1, idx).view(t.shape[0], len(batch), S, t.shape[2]).transpose(0, 1)
                                            for t in layer) for layer in kv])
         elif gen:
             cache = self._new_cache()
-        kw = {self._cache_kw: cache} if cache is not None else {}
-        hidden = self._decoder()(input_ids=ids, position_ids=pos + s[:, None], attention_mask=self._masks(pos, own, br, s, S),
-                                 use_cache=cache is not None, **kw).last_hidden_state
+        hidden, n = self._forward([x.row for x in batch], [x.prefix for x in batch], cache)
         self.stats["rows"] += len(batch)
         self._read(batch, hidden.reshape(-1, hidden.shape[-1]), n, S, trees, jobs, scores, gens, gen, cache)
 
